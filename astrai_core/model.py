@@ -1,0 +1,178 @@
+"""The AstrAI decoder-only transformer, top to bottom in one file.
+
+RMSNorm -> grouped-query attention (rotary positions, optional QK-norm and q/k/v bias,
+``scaled_dot_product_attention``) -> RMSNorm -> SwiGLU MLP, repeated, then a final norm
+and the output head (tied to the embedding or not).
+
+Parameter names match the published AstrAI checkpoint layout, so ``state_dict()`` keys are
+``embed_tokens.weight``, ``layers.{i}.attention.q_proj.weight``, ``layers.{i}.input_norm.weight``,
+``layers.{i}.mlp.gate_proj.weight``, ``norm.weight``, ``lm_head.weight`` and so on.
+The same code runs on CPU and CUDA; nothing here names a device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from astrai_core.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 for stability, return in the input dtype.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).to(x.dtype)
+
+
+def rope_cos_sin(config: ModelConfig, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables for the given integer positions, shape (T, head_dim), float32."""
+    hd = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hd, 2, device=positions.device, dtype=torch.float32) / hd))
+    pos = positions.to(torch.float32)
+    if config.rope_scaling is not None:
+        pos = pos / config.rope_scaling  # linear position interpolation
+    freqs = torch.outer(pos, inv_freq)  # (T, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd): "rotate half" layout, as HF Llama/Qwen2
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, nh, T, hs) by position; cos/sin are (T, hs) or (B, T, hs)."""
+    if cos.dim() == 3:
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = config.num_heads
+        self.n_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
+        h, hd = config.hidden_size, config.head_dim
+        self.q_proj = nn.Linear(h, self.n_heads * hd, bias=config.attention_bias)
+        self.k_proj = nn.Linear(h, self.n_kv_heads * hd, bias=config.attention_bias)
+        self.v_proj = nn.Linear(h, self.n_kv_heads * hd, bias=config.attention_bias)
+        self.o_proj = nn.Linear(self.n_heads * hd, h, bias=False)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(hd, config.norm_eps)
+            self.k_norm = RMSNorm(hd, config.norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        kv_cache=None,
+        input_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, nh, hs)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, nkv, hs)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh|nkv, T, hs)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(input_pos, k, v)  # (B, nkv, S, hs) including the past
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=self.n_kv_heads != self.n_heads)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh*hs)
+        return self.o_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.input_norm = RMSNorm(config.hidden_size, config.norm_eps)
+        self.attention = Attention(config)
+        self.post_attention_norm = RMSNorm(config.hidden_size, config.norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, mask=None, kv_cache=None, input_pos=None) -> torch.Tensor:
+        x = x + self.attention(self.input_norm(x), cos, sin, mask, kv_cache, input_pos)
+        return x + self.mlp(self.post_attention_norm(x))
+
+
+class Transformer(nn.Module):
+    """Decoder-only LM. ``__init__`` only builds modules; loading lives in :mod:`astrai_core.checkpoint`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def init_weights(self, seed: int | None = None, std: float = 0.02) -> None:
+        """Random initialisation for training from scratch (normal std, scaled residual outputs)."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith(".bias"):
+                nn.init.zeros_(p)
+            else:
+                s = std / (2 * self.config.num_layers) ** 0.5 if name.endswith(("o_proj.weight", "down_proj.weight")) else std
+                with torch.no_grad():
+                    p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * s)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        input_pos: torch.Tensor | None = None,
+        kv_caches=None,
+        mask: torch.Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, T, vocab) in float32-or-model dtype.
+
+        ``input_pos`` (T,) or (B, T) gives absolute positions (default ``0..T-1``); ``kv_caches`` is a
+        per-layer sequence of caches with ``update(input_pos, k, v)``; ``mask`` is an additive or boolean
+        attention mask broadcastable to (B, nh, T, S). With ``return_hidden`` the final normed hidden
+        states (B, T, hidden) are returned instead of logits.
+        """
+        B, T = tokens.shape
+        if input_pos is None:
+            input_pos = torch.arange(T, device=tokens.device)
+        cos, sin = rope_cos_sin(self.config, input_pos.reshape(-1))
+        if input_pos.dim() == 2:
+            cos, sin = cos.view(B, T, -1), sin.view(B, T, -1)
+        x = self.embed_tokens(tokens)  # (B, T, C)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, None if kv_caches is None else kv_caches[i], input_pos)
+        x = self.norm(x)
+        if return_hidden:
+            return x
+        return self.lm_head(x)  # (B, T, vocab)
