@@ -29,3 +29,7 @@ class GenerationError(AstraiError):
 
 class DocumentError(AstraiError):
     """A document cannot be loaded or indexed; the message names the file."""
+
+
+class ContextLengthError(GenerationError):
+    """A prompt (plus the tokens reserved for the answer) does not fit the model's context."""
