@@ -57,6 +57,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.qkv_proj: nn.Module | None = None  # set by fuse() for inference
         self.n_heads = config.num_heads
         self.n_kv_heads = config.num_kv_heads
         self.head_dim = config.head_dim
@@ -71,6 +72,21 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Replace q/k/v projections by one matmul (inference only: the fused module's
+        state_dict holds ``qkv_proj`` instead of ``q_proj``/``k_proj``/``v_proj``)."""
+        if self.qkv_proj is not None:
+            return
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        w = torch.cat([p.weight for p in projs])
+        fused = nn.Linear(w.shape[1], w.shape[0], bias=self.q_proj.bias is not None, device=w.device, dtype=w.dtype)
+        fused.weight = nn.Parameter(w, requires_grad=False)
+        if fused.bias is not None:
+            fused.bias = nn.Parameter(torch.cat([p.bias for p in projs]), requires_grad=False)
+        del self.q_proj, self.k_proj, self.v_proj
+        self.qkv_proj = fused
+
     def forward(
         self,
         x: torch.Tensor,
@@ -81,9 +97,14 @@ class Attention(nn.Module):
         input_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, nh, hs)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, nkv, hs)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.qkv_proj is not None:
+            nq, nkv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+            q, k, v = self.qkv_proj(x).split([nq, nkv, nkv], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.n_heads, self.head_dim)  # (B, T, nh, hs)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, nkv, hs)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh|nkv, T, hs)
@@ -104,8 +125,23 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_up_proj: nn.Module | None = None  # set by fuse() for inference
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Replace gate/up projections by one matmul (inference only, like ``Attention.fuse``)."""
+        if self.gate_up_proj is not None:
+            return
+        w = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+        fused = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
+        fused.weight = nn.Parameter(w, requires_grad=False)
+        del self.gate_proj, self.up_proj
+        self.gate_up_proj = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -134,6 +170,26 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        # cos/sin for positions 0..n-1, built on first use (not a buffer: models are built on
+        # the meta device and loaded with assign=True, which would leave a buffer on meta).
+        self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def fuse_for_inference(self) -> None:
+        """Fuse q/k/v and gate/up projections into single matmuls (fewer, larger kernels per token)."""
+        for layer in self.layers:
+            layer.attention.fuse()
+            layer.mlp.fuse()
+
+    def rope_tables(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin tables (n', head_dim) with n' >= max(n, max_position_embeddings), float32, cached."""
+        table = self._rope_table
+        if table is None or table[0].shape[0] < n or table[0].device != device:
+            size = max(n, self.config.max_position_embeddings)
+            # plain tensors even when first built under inference_mode, so training can reuse them
+            with torch.inference_mode(False), torch.no_grad():
+                table = rope_cos_sin(self.config, torch.arange(size, device=device))
+            self._rope_table = table
+        return table
 
     def init_weights(self, seed: int | None = None, std: float = 0.02) -> None:
         """Random initialisation for training from scratch (normal std, scaled residual outputs)."""
@@ -166,7 +222,10 @@ class Transformer(nn.Module):
         B, T = tokens.shape
         if input_pos is None:
             input_pos = torch.arange(T, device=tokens.device)
-        cos, sin = rope_cos_sin(self.config, input_pos.reshape(-1))
+        # Index a cached table instead of recomputing trig per call (matters per decoded token).
+        cos_t, sin_t = self.rope_tables(T, tokens.device)
+        flat_pos = input_pos.reshape(-1)
+        cos, sin = cos_t[flat_pos], sin_t[flat_pos]
         if input_pos.dim() == 2:
             cos, sin = cos.view(B, T, -1), sin.view(B, T, -1)
         x = self.embed_tokens(tokens)  # (B, T, C)

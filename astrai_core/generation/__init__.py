@@ -1,0 +1,45 @@
+"""Text generation: a preallocated KV cache, chunked prefill, token-by-token decode, sampling
+as pure functions, weight-only int8/int4 quantization, and sync / batch / streaming layers
+over one loop.
+
+Contract (used by the app, the CLI and the API server)::
+
+    from astrai_core.generation import Engine, GenerationConfig, GenerationResult
+    engine = Engine(loaded_model, dtype=None, quantize=None, max_seq_len=None)
+    # dtype: None (auto: bfloat16 where the CPU supports it, else float32) | "float32" | "bfloat16"
+    # quantize: None | "int8" | "int4" (weight-only, applied now; int4 layers need in_features % 32 == 0)
+    # max_seq_len: cap on prompt + generated tokens (default and maximum: the model's context)
+    engine.generate(prompt, config) -> GenerationResult          # prompt: str | list[int]
+    engine.generate_batch(prompts, configs) -> list[GenerationResult]   # one config or one per prompt
+    engine.stream(prompt, config) -> Iterator[str]                # text deltas; then engine.last_result
+    engine.chat(messages, config) / engine.stream_chat(messages, config)  # tokenizer.render_chat
+    engine.cancel()                                               # thread-safe, see below
+    engine.count_tokens(text) -> int; engine.context_length -> int
+
+    GenerationConfig(max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0,
+                     repetition_penalty=1.0, seed=None, stop=[])
+    GenerationResult(text, token_ids, finish_reason, prompt_tokens, completion_tokens,
+                     prefill_tokens, timings={"ttft_s", "prefill_s", "decode_s"})
+
+Behaviour:
+
+- Every call stops at the tokenizer's stop ids (EOS and ``<|im_end|>``), at the first stop string
+  (never part of ``text``; streamed text holds back a tail that could become one), or after
+  ``max_new_tokens`` (``finish_reason`` "stop" / "length").
+- A prompt whose length plus ``max_new_tokens`` exceeds ``context_length`` raises
+  :class:`astrai_core.errors.GenerationError` before any work is done.
+- Single-prompt calls (generate, stream, chat) share one session KV cache allocated once for
+  ``max_seq_len``; a prompt that starts with tokens already in the cache only prefills the new
+  suffix (``prefill_tokens`` says how many were computed). Long prompts are prefilled in chunks
+  of 512 tokens and only the last position's logits are computed.
+- Batch calls left-pad the prompts into a cache of their own, freed when the call returns.
+- Threading: one engine is driven by one worker thread at a time. ``cancel()`` may be called from
+  any thread; the running call ends within one decode step (or prefill chunk) with
+  ``finish_reason`` "cancelled", and the engine stays usable.
+- The engine takes over ``loaded_model.model``: it converts it in place to the chosen dtype,
+  fuses q/k/v and gate/up projections and, with ``quantize``, swaps its linears.
+"""
+
+from astrai_core.generation.engine import Engine, GenerationConfig, GenerationResult, resolve_dtype
+
+__all__ = ["Engine", "GenerationConfig", "GenerationResult", "resolve_dtype"]

@@ -1,0 +1,420 @@
+"""The generation engine: one loop (prefill in chunks, then token-by-token decode) with sync,
+batch and streaming layers over it. See the package docstring for the public contract.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from astrai_core.checkpoint import LoadedModel
+from astrai_core.errors import ConfigError, GenerationError
+from astrai_core.generation.cache import KVCache
+from astrai_core.generation.quantize import QUANT_MODES, quantize_model
+from astrai_core.generation.sampling import next_token
+from astrai_core.tokenizer import StreamDecoder
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class GenerationConfig:
+    """How to generate. ``temperature`` 0 means greedy; ``top_k`` 0 and ``top_p`` 1 mean off.
+
+    Generation stops at the tokenizer's stop ids (EOS, ``<|im_end|>``), at the first occurrence of
+    any string in ``stop`` (which is cut from the output), or after ``max_new_tokens``.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise GenerationError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if self.temperature < 0:
+            raise GenerationError(f"temperature must be >= 0, got {self.temperature!r}")
+        if self.top_k < 0:
+            raise GenerationError(f"top_k must be >= 0, got {self.top_k!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.repetition_penalty <= 0:
+            raise GenerationError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise GenerationError(f"stop must be a list of non-empty strings, got {self.stop!r}")
+
+
+@dataclass
+class GenerationResult:
+    """One finished generation. ``token_ids`` are the generated ids (a final stop id excluded);
+    ``prefill_tokens`` counts prompt tokens actually computed (fewer than ``prompt_tokens`` when a
+    cached prefix was reused); ``timings`` has ``ttft_s``, ``prefill_s`` and ``decode_s``."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    prefill_tokens: int
+    timings: dict[str, float]
+
+
+def resolve_dtype(dtype: str | None) -> torch.dtype:
+    """None = bfloat16 where the CPU has native bf16 matmul support (oneDNN), else float32."""
+    if dtype is None:
+        try:
+            bf16_ok = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            bf16_ok = False
+        return torch.bfloat16 if bf16_ok else torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is not supported; choose one of {sorted(DTYPES)} or None (auto)")
+    return DTYPES[dtype]
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def find_stop(text: str, stops: Sequence[str], start: int) -> int:
+    """Index of the earliest stop string in ``text`` beginning at or after ``start``, or -1."""
+    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest tail of ``text`` that could still grow into a stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+class _Row:
+    """Per-prompt state of the loop: sampled ids, incremental text and the stop logic."""
+
+    def __init__(self, prompt: list[int], config: GenerationConfig, engine: "Engine") -> None:
+        self.prompt = prompt
+        self.config = config
+        self.stop_ids = engine.stop_ids
+        seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**63)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.decoder = StreamDecoder(engine.tokenizer)
+        self.ids: list[int] = []
+        self.text = ""
+        self.emitted = 0  # chars of self.text already handed out
+        self.finish: str | None = None
+        self.history = torch.tensor(prompt, dtype=torch.long)  # for the repetition penalty
+
+    def choose(self, logits: torch.Tensor) -> int:
+        c = self.config
+        previous = self.history if c.repetition_penalty != 1.0 else self.history[:0]
+        tok = next_token(logits, previous, c.temperature, c.top_k, c.top_p, c.repetition_penalty, self.generator)
+        if c.repetition_penalty != 1.0:
+            self.history = torch.cat([self.history, torch.tensor([tok])])
+        return tok
+
+    def accept(self, tok: int) -> str:
+        """Take one sampled token; return the text that is now safe to show."""
+        if tok in self.stop_ids:
+            return self.finish_with("stop")
+        self.ids.append(tok)
+        old_len = len(self.text)
+        self.text += self.decoder.put(tok)
+        if self._cut_stop(old_len):
+            return self._release(len(self.text))
+        if len(self.ids) >= self.config.max_new_tokens:
+            return self.finish_with("length")
+        return self._release(len(self.text) - held_back(self.text, self.config.stop))
+
+    def finish_with(self, reason: str) -> str:
+        old_len = len(self.text)
+        self.text += self.decoder.flush()
+        if not self._cut_stop(old_len):
+            self.finish = reason
+        return self._release(len(self.text))
+
+    def _cut_stop(self, old_len: int) -> bool:
+        stops = self.config.stop
+        if not stops:
+            return False
+        idx = find_stop(self.text, stops, max(0, old_len - max(map(len, stops)) + 1))
+        if idx < 0:
+            return False
+        self.text, self.finish = self.text[:idx], "stop"
+        return True
+
+    def _release(self, upto: int) -> str:
+        delta = self.text[self.emitted:upto] if upto > self.emitted else ""
+        self.emitted = max(self.emitted, upto)
+        return delta
+
+
+class Engine:
+    """KV-cached text generation over a loaded model.
+
+    The engine takes over ``loaded.model``: it is converted in place to the chosen dtype, its
+    projections are fused, and with ``quantize`` its linears are replaced. One engine is used by
+    one worker thread at a time; only :meth:`cancel` may be called from any thread.
+    """
+
+    def __init__(self, loaded: LoadedModel, dtype: str | None = None, quantize: str | None = None,
+                 max_seq_len: int | None = None, prefill_chunk: int = 512) -> None:
+        if quantize is not None and quantize not in QUANT_MODES:
+            raise ConfigError(f"quantize={quantize!r} is not supported; choose one of {QUANT_MODES} or None")
+        self.tokenizer = loaded.tokenizer
+        self.config = loaded.config
+        self.dtype = resolve_dtype(dtype)
+        self.quantize = quantize
+        ctx = self.config.max_position_embeddings
+        if max_seq_len is not None and (not isinstance(max_seq_len, int) or max_seq_len < 2):
+            raise ConfigError(f"max_seq_len must be an integer >= 2, got {max_seq_len!r}")
+        self.max_seq_len = min(max_seq_len or ctx, ctx)
+        self.prefill_chunk = prefill_chunk
+        model = loaded.model.to(dtype=self.dtype).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.fuse_for_inference()
+        if quantize is not None:
+            quantize_model(model, quantize)
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.stop_ids = frozenset(self.tokenizer.stop_ids)
+        self._cancel = threading.Event()
+        self._cache: KVCache | None = None  # the session cache (batch 1), allocated on first use
+        self._cache_tokens: list[int] = []  # tokens whose keys/values are valid in _cache
+        self.last_result: GenerationResult | None = None
+
+    # ---- public API -----------------------------------------------------------------------
+    @property
+    def context_length(self) -> int:
+        """Most tokens (prompt + generated) one request may hold."""
+        return self.max_seq_len
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text))
+
+    def cancel(self) -> None:
+        """Stop the running generation within one decode step (thread-safe)."""
+        self._cancel.set()
+
+    def generate(self, prompt: str | list[int], config: GenerationConfig | None = None) -> GenerationResult:
+        """Generate a completion for one prompt and return the full text."""
+        for _ in self.stream(prompt, config):
+            pass
+        assert self.last_result is not None
+        return self.last_result
+
+    def stream(self, prompt: str | list[int], config: GenerationConfig | None = None) -> Iterator[str]:
+        """Yield text deltas; when exhausted, ``self.last_result`` holds the :class:`GenerationResult`."""
+        loop = self._loop([self._encode(prompt)], [config or GenerationConfig()])
+        while True:
+            try:
+                _, delta = next(loop)
+            except StopIteration as done:
+                self.last_result = done.value[0]
+                return
+            if delta:
+                yield delta
+
+    def generate_batch(self, prompts: Sequence[str | list[int]],
+                       configs: GenerationConfig | Sequence[GenerationConfig] | None = None) -> list[GenerationResult]:
+        """Generate for several prompts at once (each with its own config and stops)."""
+        if not prompts:
+            return []
+        if configs is None or isinstance(configs, GenerationConfig):
+            configs = [configs or GenerationConfig()] * len(prompts)
+        if len(configs) != len(prompts):
+            raise GenerationError(f"got {len(prompts)} prompts but {len(configs)} configs")
+        loop = self._loop([self._encode(p) for p in prompts], list(configs))
+        while True:
+            try:
+                next(loop)
+            except StopIteration as done:
+                return done.value
+
+    def chat(self, messages: list[dict], config: GenerationConfig | None = None) -> GenerationResult:
+        """Answer a conversation rendered with the tokenizer's chat template."""
+        return self.generate(self.tokenizer.encode_chat(messages), config)
+
+    def stream_chat(self, messages: list[dict], config: GenerationConfig | None = None) -> Iterator[str]:
+        return self.stream(self.tokenizer.encode_chat(messages), config)
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def _encode(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt, add_bos=self.tokenizer.config.add_bos_token)
+        if not all(isinstance(t, int) and 0 <= t < self.config.vocab_size for t in prompt):
+            raise GenerationError(f"prompt token ids must be integers in [0, {self.config.vocab_size})")
+        return list(prompt)
+
+    def _check(self, prompt: list[int], config: GenerationConfig) -> None:
+        config.validate()
+        if not prompt:
+            raise GenerationError("the prompt is empty")
+        need = len(prompt) + config.max_new_tokens
+        if need > self.max_seq_len:
+            raise GenerationError(
+                f"prompt of {len(prompt)} tokens + max_new_tokens={config.max_new_tokens} = {need} tokens "
+                f"exceeds the context length of {self.max_seq_len}; shorten the prompt or lower max_new_tokens")
+
+    def _new_cache(self, batch: int, max_len: int) -> KVCache:
+        c = self.config
+        with torch.inference_mode():
+            return KVCache(c.num_layers, batch, c.num_kv_heads, max_len, c.head_dim, self.dtype, self.device)
+
+    def _loop(self, prompts: list[list[int]], configs: list[GenerationConfig]):
+        """The one generation loop. Yields ``(row, text_delta)``; returns the results list."""
+        for p, c in zip(prompts, configs):
+            self._check(p, c)
+        t0 = time.perf_counter()
+        self._cancel.clear()
+        rows = [_Row(p, c, self) for p, c in zip(prompts, configs)]
+        if len(rows) == 1:
+            state = _SessionState(self, prompts[0])
+        else:
+            state = _BatchState(self, prompts, max(c.max_new_tokens for c in configs))
+        logits = state.prefill(self._cancel)
+        t_prefill = time.perf_counter()
+        ttft = None
+        while logits is not None:
+            next_ids = []
+            for b, row in enumerate(rows):
+                if row.finish is None:
+                    delta = row.accept(row.choose(logits[b]))
+                    if delta:
+                        yield b, delta
+                next_ids.append(row.ids[-1] if row.ids else row.prompt[-1])
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            if all(r.finish for r in rows) or self._cancel.is_set():
+                break
+            logits = state.decode(next_ids)
+        for b, row in enumerate(rows):
+            if row.finish is None:
+                delta = row.finish_with("cancelled")
+                if delta:
+                    yield b, delta
+        state.close()
+        t_end = time.perf_counter()
+        timings = {"ttft_s": ttft if ttft is not None else t_end - t0,
+                   "prefill_s": t_prefill - t0, "decode_s": t_end - t_prefill}
+        return [GenerationResult(r.text, list(r.ids), r.finish, len(r.prompt), len(r.ids),
+                                 state.prefilled[b], dict(timings)) for b, r in enumerate(rows)]
+
+    @torch.inference_mode()
+    def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
+                 mask: torch.Tensor | None) -> torch.Tensor:
+        """Run ``tokens`` (B, T) through the model writing cache slots ``start..``; last-position logits (B, V)."""
+        cache.start = start
+        hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
+        return self.model.lm_head(hidden[:, -1]).float()  # (B, V): only the last position is sampled
+
+
+class _SessionState:
+    """Batch-1 generation on the engine's persistent cache, reusing the longest cached prefix."""
+
+    def __init__(self, engine: Engine, prompt: list[int]) -> None:
+        self.engine = engine
+        if engine._cache is None:
+            engine._cache = engine._new_cache(1, engine.max_seq_len)
+        self.cache = engine._cache
+        self.prompt = prompt
+        # at least the last prompt token is recomputed: its logits start the decode
+        self.start = min(common_prefix_len(engine._cache_tokens, prompt), len(prompt) - 1)
+        self.fed = list(prompt[: self.start])
+        engine._cache_tokens = self.fed  # from here on, only what is actually written is valid
+        self.prefilled = [0]
+
+    def prefill(self, cancel: threading.Event) -> torch.Tensor | None:
+        e, chunk = self.engine, self.engine.prefill_chunk
+        logits = None
+        for s in range(self.start, len(self.prompt), chunk):
+            if cancel.is_set():
+                return None
+            ids = self.prompt[s: s + chunk]
+            t = len(ids)
+            tokens = torch.tensor([ids], dtype=torch.long, device=e.device)
+            positions = torch.arange(s, s + t, device=e.device)
+            # chunk rows attend to the whole cached past plus causally within the chunk
+            mask = None if s == 0 else torch.arange(s + t, device=e.device)[None, :] <= positions[:, None]
+            logits = e._forward(tokens, positions, self.cache, s, mask)
+            self.fed.extend(ids)
+            self.prefilled[0] += t
+        return logits
+
+    def decode(self, next_ids: list[int]) -> torch.Tensor:
+        pos = len(self.fed)
+        tokens = torch.tensor([next_ids], dtype=torch.long, device=self.engine.device)
+        logits = self.engine._forward(tokens, torch.tensor([pos], device=self.engine.device), self.cache, pos, None)
+        self.fed.append(next_ids[0])
+        return logits
+
+    def close(self) -> None:
+        pass
+
+
+class _BatchState:
+    """Several prompts, left-padded into one fresh cache; finished rows keep stepping, ignored."""
+
+    def __init__(self, engine: Engine, prompts: list[list[int]], max_new_tokens: int) -> None:
+        self.engine = engine
+        self.prompts = prompts
+        self.width = max(len(p) for p in prompts)
+        self.pads = torch.tensor([self.width - len(p) for p in prompts], device=engine.device)
+        pad_id = engine.tokenizer.pad_id or 0
+        self.tokens = [[pad_id] * (self.width - len(p)) + p for p in prompts]
+        self.cache = engine._new_cache(len(prompts), self.width + max_new_tokens)
+        self.slot = 0
+        self.prefilled = [len(p) for p in prompts]
+
+    def _mask(self, s: int, t: int) -> torch.Tensor:
+        """(B, 1, t, s+t): a query in slot i sees real keys in slots <= i, and always itself
+        (so pad queries never have an all-masked row, whose softmax would be NaN)."""
+        dev = self.engine.device
+        q = torch.arange(s, s + t, device=dev)[:, None]  # (t, 1)
+        k = torch.arange(s + t, device=dev)[None, :]  # (1, s+t)
+        real = k[None] >= self.pads[:, None, None]  # (B, 1, s+t)
+        return (((k <= q)[None] & real) | (k == q)[None]).unsqueeze(1)
+
+    def _positions(self, s: int, t: int) -> torch.Tensor:
+        slots = torch.arange(s, s + t, device=self.engine.device)[None, :]
+        return (slots - self.pads[:, None]).clamp(min=0)  # (B, t)
+
+    def prefill(self, cancel: threading.Event) -> torch.Tensor | None:
+        e, chunk = self.engine, self.engine.prefill_chunk
+        logits = None
+        for s in range(0, self.width, chunk):
+            if cancel.is_set():
+                return None
+            t = min(chunk, self.width - s)
+            tokens = torch.tensor([row[s: s + t] for row in self.tokens], dtype=torch.long, device=e.device)
+            logits = e._forward(tokens, self._positions(s, t), self.cache, s, self._mask(s, t))
+        self.slot = self.width
+        return logits
+
+    def decode(self, next_ids: list[int]) -> torch.Tensor:
+        e, s = self.engine, self.slot
+        tokens = torch.tensor([[i] for i in next_ids], dtype=torch.long, device=e.device)
+        logits = e._forward(tokens, self._positions(s, 1), self.cache, s, self._mask(s, 1))
+        self.slot += 1
+        return logits
+
+    def close(self) -> None:
+        self.cache = None  # a batch cache lives for one call

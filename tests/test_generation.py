@@ -1,0 +1,279 @@
+"""Engine tests on a tiny random model and a tiny byte-level BPE trained in the test.
+
+The real-checkpoint oracle tests (SmolLM2 GGUF vs transformers) are in test_generation_hf.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from astrai_core.checkpoint import LoadedModel
+from astrai_core.config import preset
+from astrai_core.errors import ConfigError, GenerationError
+from astrai_core.generation import Engine, GenerationConfig
+from astrai_core.generation.cache import KVCache
+from astrai_core.generation.engine import held_back
+from astrai_core.generation.sampling import apply_repetition_penalty, next_token, top_k_filter, top_p_filter
+from astrai_core.model import Transformer
+from astrai_core.tokenizer import IM_END, IM_START, Tokenizer, TokenizerConfig
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Offline assistants answer questions about your documents with citations.",
+    "离线助手可以回答关于文档的问题，并给出引用。你好，世界！",
+    "Emoji stream without broken characters: 😀🚀✨ and 中文 too.",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[IM_END, IM_START],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    hf.train_from_iterator(CORPUS * 5, trainer)
+    return Tokenizer(hf, TokenizerConfig(eos_token=IM_END))
+
+
+def make_loaded(tokenizer: Tokenizer, seed: int = 0) -> LoadedModel:
+    config = preset("tiny")
+    model = Transformer(config)
+    # a larger init std makes the random model's logits peaked, so greedy choices are not near-ties
+    model.init_weights(seed=seed, std=0.2)
+    return LoadedModel(model, tokenizer, config, path=None, format="test")
+
+
+@pytest.fixture
+def engine(tokenizer) -> Engine:
+    return Engine(make_loaded(tokenizer), dtype="float32")
+
+
+PROMPT = [5, 17, 42, 99, 7, 300, 12, 250, 33]
+
+
+def naive_greedy(model: Transformer, prompt: list[int], n: int) -> list[int]:
+    """Greedy decoding with no cache: the whole sequence through the model every step."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+# ---- sampling (pure functions) -------------------------------------------------------------
+def test_top_k_and_top_p_filters_by_hand():
+    logits = torch.tensor([1.0, 3.0, 2.0, 0.0])
+    assert torch.isinf(top_k_filter(logits, 2)).tolist() == [True, False, False, True]
+    assert torch.equal(top_k_filter(logits, 0), logits)
+    # probs of the sorted logits (3, 2, 1, 0) are about 0.64, 0.24, 0.09, 0.03
+    assert torch.isinf(top_p_filter(logits, 0.5)).tolist() == [True, False, True, True]
+    assert torch.isinf(top_p_filter(logits, 0.8)).tolist() == [True, False, False, True]
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+
+
+def test_repetition_penalty_and_greedy():
+    logits = torch.tensor([2.0, -1.0, 1.5, 0.5])
+    out = apply_repetition_penalty(logits, torch.tensor([0, 1]), 2.0)
+    assert out.tolist() == [1.0, -2.0, 1.5, 0.5]
+    assert logits.tolist() == [2.0, -1.0, 1.5, 0.5]  # input untouched
+    assert next_token(logits, torch.tensor([0])) == 0  # penalty 1.0: plain argmax
+    assert next_token(logits, torch.tensor([0]), repetition_penalty=2.0) == 2
+
+
+def test_sampling_seed_is_reproducible():
+    logits = torch.randn(50, generator=torch.Generator().manual_seed(1))
+    draw = lambda seed: [next_token(logits, torch.tensor([], dtype=torch.long), 1.0,
+                                    generator=g) for g in [torch.Generator().manual_seed(seed)] for _ in range(20)]
+    assert draw(3) == draw(3)
+    assert draw(3) != draw(4)
+
+
+# ---- cache and decode ------------------------------------------------------------------------
+def test_cached_logits_equal_uncached(tokenizer):
+    loaded = make_loaded(tokenizer)
+    model = loaded.model.eval()
+    ids = torch.tensor([PROMPT + [1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        full = model(ids)  # (1, T, V)
+        c = loaded.config
+        cache = KVCache(c.num_layers, 1, c.num_kv_heads, 32, c.head_dim, torch.float32)
+        steps = [model(ids[:, :6], torch.arange(6), cache.layers)]
+        for t in range(6, ids.shape[1]):
+            cache.start = t
+            steps.append(model(ids[:, t:t + 1], torch.tensor([t]), cache.layers))
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_greedy_matches_uncached_reference(tokenizer, engine):
+    reference = naive_greedy(make_loaded(tokenizer).model.eval(), PROMPT, 24)
+    res = engine.generate(PROMPT, GenerationConfig(max_new_tokens=24))
+    # the reference ignores stop ids: compare up to where the engine stopped
+    assert res.token_ids == reference[:len(res.token_ids)]
+    assert res.finish_reason == "length" or reference[len(res.token_ids)] in engine.stop_ids
+    assert res.prompt_tokens == len(PROMPT) and res.prefill_tokens == len(PROMPT)
+    assert set(res.timings) == {"ttft_s", "prefill_s", "decode_s"}
+
+
+def test_chunked_prefill_equals_single_chunk(tokenizer):
+    prompt = (PROMPT * 8)[:70]
+    one = Engine(make_loaded(tokenizer), dtype="float32").generate(prompt, GenerationConfig(max_new_tokens=12))
+    chunked = Engine(make_loaded(tokenizer), dtype="float32", prefill_chunk=16)
+    res = chunked.generate(prompt, GenerationConfig(max_new_tokens=12))
+    assert res.token_ids == one.token_ids
+
+
+def test_prefix_reuse_prefills_only_the_suffix(tokenizer, engine):
+    cfg = GenerationConfig(max_new_tokens=10)
+    first = engine.generate(PROMPT, cfg)
+    follow_up = PROMPT + first.token_ids + [8, 9, 10, 11]
+    second = engine.generate(follow_up, cfg)
+    # everything but the last sampled token of turn 1 was fed to the cache
+    assert second.prefill_tokens == len(follow_up) - (len(PROMPT) + len(first.token_ids) - 1)
+    cold = Engine(make_loaded(tokenizer), dtype="float32").generate(follow_up, cfg)
+    assert cold.prefill_tokens == len(follow_up)
+    assert second.token_ids == cold.token_ids
+    # an unrelated prompt shares nothing and is fully prefilled; the same prompt again only 1 token
+    assert engine.generate([1, 2, 3], cfg).prefill_tokens == 3
+    assert engine.generate([1, 2, 3], cfg).prefill_tokens == 1
+
+
+def test_batch_equals_each_prompt_alone(tokenizer, engine):
+    prompts = [PROMPT, [3, 1, 4], PROMPT[::-1] + [77, 88]]
+    configs = [GenerationConfig(max_new_tokens=n) for n in (12, 7, 15)]
+    batch = engine.generate_batch(prompts, configs)
+    for p, c, b in zip(prompts, configs, batch):
+        alone = Engine(make_loaded(tokenizer), dtype="float32").generate(p, c)
+        assert b.token_ids == alone.token_ids
+        assert (b.text, b.finish_reason, b.prompt_tokens) == (alone.text, alone.finish_reason, alone.prompt_tokens)
+
+
+# ---- stopping ----------------------------------------------------------------------------------
+def test_stop_string_is_cut_and_never_streamed(tokenizer, engine):
+    full = engine.generate(PROMPT, GenerationConfig(max_new_tokens=30)).text
+    assert len(full) > 12, full
+    stop = full[6:9]
+    expected = full[:full.index(stop)]
+    cfg = GenerationConfig(max_new_tokens=30, stop=["<never>", stop])
+    deltas = list(engine.stream(PROMPT, cfg))
+    res = engine.last_result
+    assert res.text == expected and "".join(deltas) == expected
+    assert res.finish_reason == "stop"
+    assert engine.generate(PROMPT, cfg).text == expected
+
+
+def test_held_back_tail():
+    assert held_back("hello wor", ["world"]) == 3
+    assert held_back("hello", ["xyz"]) == 0
+    assert held_back("ab", ["abc", "bq"]) == 2
+
+
+def test_eos_stops_generation(tokenizer):
+    reference = Engine(make_loaded(tokenizer), dtype="float32").generate(PROMPT, GenerationConfig(max_new_tokens=12))
+    eos = reference.token_ids[4]
+    first = reference.token_ids.index(eos)
+    tok = Tokenizer(tokenizer.tok, TokenizerConfig(eos_token=tokenizer.tok.id_to_token(eos)))
+    res = Engine(make_loaded(tok), dtype="float32").generate(PROMPT, GenerationConfig(max_new_tokens=12))
+    assert res.finish_reason == "stop"
+    assert res.token_ids == reference.token_ids[:first]  # the EOS id itself is not returned
+
+
+def test_max_new_tokens_and_streaming_text(tokenizer, engine):
+    deltas = list(engine.stream(PROMPT, GenerationConfig(max_new_tokens=9)))
+    res = engine.last_result
+    assert res.finish_reason in ("length", "stop")
+    if res.finish_reason == "length":
+        assert res.completion_tokens == len(res.token_ids) == 9
+    assert "".join(deltas) == res.text == tokenizer.decode(res.token_ids, skip_special=True)
+
+
+def test_seeded_sampling_is_reproducible(engine):
+    cfg = lambda seed: GenerationConfig(max_new_tokens=20, temperature=1.5, top_k=50, top_p=0.95,
+                                        repetition_penalty=1.2, seed=seed)
+    a, b, c = (engine.generate(PROMPT, cfg(s)).token_ids for s in (11, 11, 12))
+    assert a == b
+    assert a != c
+
+
+# ---- cancellation, errors ------------------------------------------------------------------------
+def test_cancel_within_one_step_and_engine_reusable(tokenizer, engine):
+    cfg = GenerationConfig(max_new_tokens=200)
+    expected = Engine(make_loaded(tokenizer), dtype="float32").generate(PROMPT, cfg)
+    consumed = 0
+    for _ in engine.stream(PROMPT, cfg):
+        consumed += 1
+        engine.cancel()  # from the consumer, between steps
+    res = engine.last_result
+    assert res.finish_reason == "cancelled"
+    assert consumed == 1
+    # the first text delta may need a few tokens; after the cancel no further token is decoded
+    assert res.token_ids == expected.token_ids[:len(res.token_ids)] and len(res.token_ids) < 200
+    again = engine.generate(PROMPT, cfg)
+    assert again.token_ids == expected.token_ids and again.finish_reason == expected.finish_reason
+
+
+def test_cancel_from_another_thread(tokenizer):
+    eng = Engine(make_loaded(tokenizer), dtype="float32", max_seq_len=256)
+    no_stop = GenerationConfig(max_new_tokens=240)
+    eng.stop_ids = frozenset()  # the random model must not stop on its own here
+    timer = threading.Timer(0.05, eng.cancel)
+    timer.start()
+    t0 = time.perf_counter()
+    res = eng.generate([1], no_stop)
+    timer.join()
+    assert res.finish_reason == "cancelled", res.completion_tokens
+    assert time.perf_counter() - t0 < 5
+
+
+def test_context_overflow_is_a_clear_error(engine):
+    assert engine.context_length == 256
+    with pytest.raises(GenerationError, match=r"250 tokens \+ max_new_tokens=10 = 260 .* 256"):
+        engine.generate([1] * 250, GenerationConfig(max_new_tokens=10))
+    assert engine.generate([1] * 250, GenerationConfig(max_new_tokens=6)).completion_tokens <= 6
+    with pytest.raises(GenerationError, match="empty"):
+        engine.generate([], GenerationConfig())
+    with pytest.raises(GenerationError, match="top_p"):
+        engine.generate(PROMPT, GenerationConfig(top_p=0.0))
+    with pytest.raises(ConfigError, match="int3"):
+        Engine(make_loaded(engine.tokenizer), quantize="int3")
+
+
+# ---- chat, precision ---------------------------------------------------------------------------
+def test_chat_follow_up_reuses_history(tokenizer, engine):
+    cfg = GenerationConfig(max_new_tokens=8)
+    messages = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "你好"}]
+    first = engine.chat(messages, cfg)
+    assert first.prefill_tokens == first.prompt_tokens
+    messages += [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And then?"}]
+    deltas = list(engine.stream_chat(messages, cfg))
+    second = engine.last_result
+    assert "".join(deltas) == second.text
+    assert second.prefill_tokens < second.prompt_tokens - first.prompt_tokens + 4  # history not re-run
+    assert engine.count_tokens(tokenizer.render_chat(messages)) == second.prompt_tokens
+
+
+@pytest.mark.parametrize("dtype,quantize", [("bfloat16", None), ("float32", "int8"), ("bfloat16", "int8"),
+                                            ("float32", "int4")])
+def test_precisions_stay_close_to_float32(tokenizer, dtype, quantize):
+    ref = Engine(make_loaded(tokenizer), dtype="float32")
+    eng = Engine(make_loaded(tokenizer), dtype=dtype, quantize=quantize)
+    assert eng.dtype == getattr(torch, dtype)
+    ids = torch.tensor([PROMPT])
+    with torch.no_grad():
+        a = ref.model(ids).float()[0]
+        b = eng.model(ids).float()[0]
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    # int4 on this 64-wide random net (groups of 32) is coarse; the real-model check is in test_generation_hf.py
+    assert cos.min() > (0.8 if quantize == "int4" else 0.99), cos
+    res = eng.generate(PROMPT, GenerationConfig(max_new_tokens=5))
+    assert res.completion_tokens >= 1
+
+
+def test_auto_dtype_is_bf16_or_f32(tokenizer):
+    assert Engine(make_loaded(tokenizer)).dtype in (torch.bfloat16, torch.float32)
