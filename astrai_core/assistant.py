@@ -190,7 +190,6 @@ class Assistant:
         turn; ``paths`` limits retrieval to those documents. Oldest history is dropped when the
         conversation no longer fits the model's context.
         """
-        self._cancel.clear()
         gen = generation or self.settings.generation
         prepared = self.prepare(history, question, collection, k=k, generation=gen, paths=paths)
         yield from self.stream(prepared, gen)
@@ -220,6 +219,7 @@ class Assistant:
         With ``trim_history=False`` a conversation longer than the context raises
         :class:`ContextLengthError` instead of losing its oldest turns (what API clients expect).
         """
+        self._cancel.clear()  # a new turn; a cancel() from here on stops it
         if not isinstance(question, str) or not question.strip():
             raise TokenizerError(f"the question must be non-empty text, got {question!r}")
         gen = generation or self.settings.generation
