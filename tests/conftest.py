@@ -28,3 +28,13 @@ def smollm2_gguf():
     path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert path.is_file(), path
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine(smollm2_gguf):
+    """One float32 Engine over the real SmolLM2-135M GGUF (context capped at 2048 tokens), shared by
+    the assistant, CLI and server tests because loading takes seconds. Leave it idle after a test."""
+    from astrai_core.checkpoint import load_model
+    from astrai_core.generation import Engine
+
+    return Engine(load_model(smollm2_gguf), dtype="float32", max_seq_len=2048)
