@@ -46,7 +46,7 @@ class SelfTest(QObject):
         if w.embedder is not None:
             self._ready.add("embedder")
         self._log("starting; waiting for the model and the embedder")
-        if w._banner_kind == "no_model":
+        if "no_model" in w.banner_kinds():
             QTimer.singleShot(0, lambda: self._fail("no model found (choose one with --model PATH)"))
         else:
             QTimer.singleShot(0, self._maybe_index)

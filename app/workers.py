@@ -224,6 +224,26 @@ def index_job(collection_opener: Callable[[], Any], ops: list[tuple[str, str]], 
         yield None
 
 
+def page_text_job(path: str, page: int | None) -> Generator[None, None, str | None]:
+    """The full text of the cited page (for the source viewer), or ``None`` when it can't be read."""
+    from astrai_core.rag.loaders import load_bytes
+
+    yield None
+    file = Path(path)
+    doc = load_bytes(file, file.read_bytes())
+    for p in doc.pages:
+        if page in (None, p.number):
+            return p.text
+    return None
+
+
+def supported_suffixes() -> tuple[str, ...]:
+    """File types the document loaders read; dropped folders are expanded to these."""
+    from astrai_core.rag.loaders import SUPPORTED_SUFFIXES
+
+    return tuple(SUPPORTED_SUFFIXES)
+
+
 def _fraction(p: Any) -> float:
     done, total = getattr(p, "done", 0), getattr(p, "total", 0)
     return min(1.0, float(done) / total) if total else 0.0

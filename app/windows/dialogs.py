@@ -132,8 +132,7 @@ class SourceDialog(QDialog):
         header = QLabel(f"<b>{path.name}</b>" + (self.tr(", page {page}").format(page=page) if page else ""))
         header.setToolTip(str(path))
         self.view = QTextBrowser()
-        self.view.setPlainText(page_text if page_text else str(source.get("text", "")))
-        self.highlighted = highlight(self.view.document(), str(source.get("text", "")))
+        self.highlighted: tuple[int, int] | None = None
         open_button = QPushButton(self.tr("Open file"))
         open_button.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))))
         open_button.setEnabled(path.is_file())
@@ -148,6 +147,13 @@ class SourceDialog(QDialog):
         layout.addWidget(self.view, 1)
         layout.addLayout(bottom)
         self.resize(700, 500)
+        self.set_page_text(page_text)
+
+    def set_page_text(self, page_text: str | None) -> None:
+        """Show the whole page (or just the stored passage) and highlight the cited text in it."""
+        passage = str(self.source.get("text", ""))
+        self.view.setPlainText(page_text if page_text else passage)
+        self.highlighted = highlight(self.view.document(), passage)
         if self.highlighted:
             cursor = self.view.textCursor()
             cursor.setPosition(self.highlighted[0])

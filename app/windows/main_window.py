@@ -26,19 +26,8 @@ from app.windows.chat_view import ChatInput, ChatView, copy_to_clipboard
 from app.windows.dialogs import DocumentChooser, SettingsDialog, SourceDialog
 from app.windows.documents_panel import DocumentsModel, DocumentsPanel
 from app.workers import (GeneratorWorker, IndexEvent, TurnRequest, TurnResult, WorkerPool, chat_job, index_job,
-                         iter_files, load_embedder_job, load_model_job, make_assistant, open_collection)
-
-# Files the document loaders read; folders dropped on the window are expanded to these.
-DEFAULT_SUFFIXES = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm")
-
-
-def supported_suffixes() -> tuple[str, ...]:
-    try:
-        from astrai_core.rag import SUPPORTED_SUFFIXES  # the loaders' own list, when it exists
-        return tuple(SUPPORTED_SUFFIXES)
-    except ImportError:
-        return DEFAULT_SUFFIXES
-
+                         iter_files, load_embedder_job, load_model_job, make_assistant, open_collection,
+                         page_text_job, supported_suffixes)
 
 class MainWindow(QMainWindow):
     """The app window. ``engine`` / ``embedder`` may be passed in already loaded (tests, self-test)."""
@@ -72,12 +61,13 @@ class MainWindow(QMainWindow):
         self.index_worker: GeneratorWorker | None = None
         self._index_cancel = threading.Event()
         self._loading: set[str] = set()
-        self._banner_kind = ""
+        self._banners: dict[str, str] = {}
         self._build()
         self.setAcceptDrops(True)
         self._restore_window_state()
         self.retranslate()
         self.reload_conversations()
+        self._show_scope()
         self._load_documents()
         if autoload:
             QTimer.singleShot(0, self.start_loading)
@@ -259,8 +249,7 @@ class MainWindow(QMainWindow):
     def _on_engine_loaded(self, engine: Any) -> None:
         self._loading.discard("model")
         self.engine = engine
-        if self._banner_kind == "no_model":
-            self._hide_banner()
+        self._hide_banner("no_model")
         self._update_status()
         self.engine_ready.emit()
         self._run_pending()
@@ -303,45 +292,47 @@ class MainWindow(QMainWindow):
             self.progress.setValue(int(indexing.progress * 100))
 
     # ---- banner and errors ----------------------------------------------------------------------
+    # One banner above the chat lists every current notice (no model, missing CJK font, the last
+    # error); each has its own close link. Texts are rebuilt on language change.
     def _show_banner(self, kind: str, detail: str = "") -> None:
-        self._banner_kind = kind
-        self._banner_detail = detail
+        self._banners[kind] = detail
         self._refresh_banner()
 
-    def _hide_banner(self) -> None:
-        self._banner_kind = ""
-        self.banner.hide()
+    def _hide_banner(self, kind: str) -> None:
+        self._banners.pop(kind, None)
+        self._refresh_banner()
+
+    def banner_kinds(self) -> list[str]:
+        return list(self._banners)
 
     def _refresh_banner(self) -> None:
-        kind = self._banner_kind
-        if not kind:
-            self.banner.hide()
-            return
-        detail = getattr(self, "_banner_detail", "")
-        if kind == "no_model":
-            text = self.tr("No model found. Choose a model folder or GGUF file in "
-                           "<a href=\"settings\">Settings</a>.")
-        elif kind == "no_cjk_font":
-            text = self.tr("No font for Chinese text was found, so Chinese may show as empty boxes. Install "
-                           "Noto Sans CJK (Debian/Ubuntu: fonts-noto-cjk) or copy a .ttf/.otf font into {folder}.")
-            text = text.format(folder=detail)
-        else:
-            text = detail
-        self.banner.setText(text + "  <a href=\"close\">✕</a>")
-        self.banner.show()
+        lines = []
+        for kind, detail in self._banners.items():
+            if kind == "no_model":
+                text = self.tr("No model found: choose a model folder or GGUF file in "
+                               "<a href=\"settings\">Settings</a>.") + f" <small>({_html_escape(detail)})</small>"
+            elif kind == "no_cjk_font":
+                text = self.tr("No font for Chinese text was found, so Chinese may show as empty boxes. Install "
+                               "Noto Sans CJK (Debian/Ubuntu: fonts-noto-cjk) or copy a .ttf/.otf font into {folder} "
+                               "and restart.").format(folder=_html_escape(detail))
+            else:
+                text = _html_escape(detail)
+            lines.append(f'{text} &nbsp;<a href="close:{kind}">✕</a>')
+        self.banner.setText("<br>".join(lines))
+        self.banner.setVisible(bool(lines))
 
     def _banner_link(self, link: str) -> None:
         if link == "settings":
             self.open_settings()
-        elif link == "close":
-            self._hide_banner()
+        elif link.startswith("close:"):
+            self._hide_banner(link.split(":", 1)[1])
 
     def warn_missing_cjk_font(self, font_dir: Path) -> None:
         self._show_banner("no_cjk_font", str(font_dir))
 
     def show_error(self, text: str) -> None:
         """Show a readable error without blocking the window (tests read ``error_shown``)."""
-        self._show_banner("error", _html_escape(text))
+        self._show_banner("error", text)
         self.error_shown.emit(text)
 
     # ---- conversations ----------------------------------------------------------------------
@@ -529,7 +520,7 @@ class MainWindow(QMainWindow):
             return
         conversation_id, request, use_docs = self._pending
         if self.engine is None or (use_docs and self.embedder is None):
-            if self.engine is None and not self._loading and self._banner_kind != "no_model":
+            if self.engine is None and not self._loading and "no_model" not in self._banners:
                 self.start_loading()
             waiting = self.tr("Waiting for the model to load…") if self.engine is None else \
                 self.tr("Waiting for the document embedder to load…")
@@ -590,9 +581,13 @@ class MainWindow(QMainWindow):
         self.send_button.setToolTip(self.tr("Stop the answer (Esc)") if busy else self.tr("Send (Enter)"))
 
     def show_source(self, source: dict) -> SourceDialog:
-        dialog = SourceDialog(source, _page_text(source), self)
+        """Open the cited passage; the full page is read on a worker and shown when it arrives."""
+        dialog = SourceDialog(source, None, self)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.show()
+        worker = GeneratorWorker(page_text_job, str(source.get("file", "")), source.get("page"))
+        worker.returned.connect(lambda text, d=dialog: d.set_page_text(text) if _alive(d) and text else None)
+        self.pool.start(worker)  # a file that moved since indexing just leaves the stored passage shown
         return dialog
 
     # ---- export ----------------------------------------------------------------------------
@@ -745,16 +740,10 @@ def _model_name(engine: Any, settings: AppSettings) -> str:
     return Path(str(path)).name if path else "AstrAI"
 
 
-def _page_text(source: dict) -> str | None:
-    """The full text of the cited page, so the dialog can show the passage in context."""
-    try:
-        from astrai_core.rag import page_text
-    except ImportError:
-        return None
-    try:
-        return page_text(source.get("file", ""), source.get("page"))
-    except Exception:  # the file may have moved since it was indexed; the stored passage still shows
-        return None
+def _alive(obj: Any) -> bool:
+    from shiboken6 import isValid
+
+    return isValid(obj)
 
 
 def _title_from(text: str, limit: int = 40) -> str:
