@@ -12,7 +12,7 @@ from app.store import Conversation, Message
 def conversation_markdown(conversation: Conversation, messages: list[Message],
                           you: str = "You", assistant: str = "AstrAI", sources: str = "Sources") -> str:
     """The conversation as Markdown; role and heading names are passed in already translated."""
-    lines = [f"# {conversation.title}", ""]
+    lines = [f"# {conversation.title or 'AstrAI'}", ""]
     for m in messages:
         lines += [f"## {you if m.role == 'user' else assistant}", "", m.content.strip(), ""]
         if m.sources:

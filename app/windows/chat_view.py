@@ -40,7 +40,7 @@ class MarkdownView(QTextBrowser):
 
     def set_markdown(self, text: str) -> None:
         self._markdown = text
-        self.setMarkdown(text, QTextDocument.MarkdownFeature.MarkdownDialectGitHub)
+        self.document().setMarkdown(text, QTextDocument.MarkdownFeature.MarkdownDialectGitHub)
         self._fit()
 
     def markdown(self) -> str:
@@ -138,7 +138,8 @@ class MessageWidget(QFrame):
             return ""
         links = " &nbsp; ".join(
             f'<a href="{i}">{_html_escape(source_label(s))}</a>' for i, s in enumerate(self._sources))
-        return f"{self.tr('Sources:')} {links}"
+        label = self.tr("Sources:")
+        return f"{label} {links}"
 
     def _open_source(self, link: str) -> None:
         self.source_clicked.emit(self._sources[int(link)])

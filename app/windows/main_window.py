@@ -34,6 +34,7 @@ class MainWindow(QMainWindow):
 
     engine_ready = Signal()
     embedder_ready = Signal()
+    answer_delta = Signal(str)  # each streamed piece of the answer
     turn_finished = Signal(object)  # TurnResult
     document_changed = Signal(str, str)  # path, status
     error_shown = Signal(str)
@@ -57,6 +58,7 @@ class MainWindow(QMainWindow):
         self._turn_conversation: int | None = None
         self._pending: tuple[int, TurnRequest, bool] | None = None  # a turn waiting for the model
         self._editing: Message | None = None
+        self._finished_result: TurnResult | None = None
         self._index_queue: list[tuple[str, str]] = []  # ("add" | "remove", path)
         self.index_worker: GeneratorWorker | None = None
         self._index_cancel = threading.Event()
@@ -182,6 +184,7 @@ class MainWindow(QMainWindow):
         self.input.setPlaceholderText(self.tr("Ask anything — Enter sends, Shift+Enter adds a line"))
         self.edit_note.setText(self.tr("Editing an earlier message: sending replaces it and the answers after it."))
         self.file_menu.setTitle(self.tr("&File"))
+        self.menuBar().adjustSize()
         self.act_new.setText(self.tr("New chat"))
         self.act_add.setText(self.tr("Add documents…"))
         self.act_export.setText(self.tr("Export conversation as Markdown…"))
@@ -190,6 +193,7 @@ class MainWindow(QMainWindow):
         self._update_send_button()
         self._update_status()
         self._refresh_banner()
+        self.reload_conversations()
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802
         if event.type() == QEvent.Type.LanguageChange:
@@ -226,24 +230,34 @@ class MainWindow(QMainWindow):
 
     # ---- loading the model and the embedder ----------------------------------------------------
     def start_loading(self) -> None:
-        """Load whatever is missing (model, embedder) on worker threads."""
-        if self.engine is None and "model" not in self._loading:
-            try:
-                path = self._model_resolver(self.settings.model_path)
-            except Exception as exc:  # no model shipped and none chosen: say so, never crash
-                self._show_banner("no_model", str(exc))
-            else:
-                self._loading.add("model")
-                w = GeneratorWorker(load_model_job, path, self.settings)
-                w.returned.connect(self._on_engine_loaded)
-                w.errored.connect(lambda exc: self._on_load_failed("model", exc))
-                self.pool.start(w)
-        if self.embedder is None and "embedder" not in self._loading:
-            self._loading.add("embedder")
-            w = GeneratorWorker(load_embedder_job, self.settings.embedder)
-            w.returned.connect(self._on_embedder_loaded)
-            w.errored.connect(lambda exc: self._on_load_failed("embedder", exc))
-            self.pool.start(w)
+        """Load whatever is missing (model, embedder) on worker threads; the window stays usable."""
+        self.load_model()
+        self.load_embedder()
+
+    def load_model(self) -> None:
+        if self.engine is not None or "model" in self._loading:
+            return
+        try:
+            path = self._model_resolver(self.settings.model_path)
+        except Exception as exc:  # no model shipped and none chosen: say so, never crash
+            self._show_banner("no_model", str(exc))
+            return
+        self._hide_banner("no_model")
+        self._loading.add("model")
+        w = GeneratorWorker(load_model_job, path, self.settings)
+        w.returned.connect(self._on_engine_loaded)
+        w.errored.connect(lambda exc: self._on_load_failed("model", exc))
+        self.pool.start(w)
+        self._update_status()
+
+    def load_embedder(self) -> None:
+        if self.embedder is not None or "embedder" in self._loading:
+            return
+        self._loading.add("embedder")
+        w = GeneratorWorker(load_embedder_job, self.settings.embedder)
+        w.returned.connect(self._on_embedder_loaded)
+        w.errored.connect(lambda exc: self._on_load_failed("embedder", exc))
+        self.pool.start(w)
         self._update_status()
 
     def _on_engine_loaded(self, engine: Any) -> None:
@@ -342,7 +356,7 @@ class MainWindow(QMainWindow):
         self.conv_list.blockSignals(True)
         self.conv_list.clear()
         for c in self.store.conversations(self.search.text().strip()):
-            item = QListWidgetItem(c.title)
+            item = QListWidgetItem(c.title or self.tr("New chat"))
             item.setData(Qt.ItemDataRole.UserRole, c.id)
             self.conv_list.addItem(item)
             if c.id == select:
@@ -350,7 +364,7 @@ class MainWindow(QMainWindow):
         self.conv_list.blockSignals(False)
 
     def new_conversation(self) -> Conversation:
-        conv = self.store.create_conversation(self.tr("New chat"))
+        conv = self.store.create_conversation("")  # titled from its first question
         self.search.clear()
         self.open_conversation(conv.id)
         self.input.setFocus()
@@ -460,7 +474,7 @@ class MainWindow(QMainWindow):
         if self._editing is not None:
             self.store.delete_messages_from(conv.id, self._editing.id)
             self._cancel_edit()
-        if not self.store.messages(conv.id) and conv.title == self.tr("New chat"):
+        if not conv.title:
             self.rename_conversation(conv.id, _title_from(text))
         self.store.add_message(conv.id, "user", text)
         self.input.clear()
@@ -521,7 +535,9 @@ class MainWindow(QMainWindow):
         conversation_id, request, use_docs = self._pending
         if self.engine is None or (use_docs and self.embedder is None):
             if self.engine is None and not self._loading and "no_model" not in self._banners:
-                self.start_loading()
+                self.load_model()
+            if use_docs and self.embedder is None:
+                self.load_embedder()
             waiting = self.tr("Waiting for the model to load…") if self.engine is None else \
                 self.tr("Waiting for the document embedder to load…")
             if self.chat.streaming is not None:
@@ -534,12 +550,16 @@ class MainWindow(QMainWindow):
         embedder, data_dir = self.embedder, self.data_dir
         opener = (lambda: open_collection(data_dir, embedder)) if use_docs else None
         worker = GeneratorWorker(chat_job, assistant, request, opener, on_abort=assistant.cancel)
-        worker.yielded.connect(self.chat.append_delta)
+        worker.yielded.connect(self._on_delta)
         worker.returned.connect(lambda result, cid=conversation_id: self._on_turn_returned(cid, result))
         worker.errored.connect(self._on_turn_error)
         worker.done.connect(self._on_turn_done)
         self.chat_worker = worker
         self.pool.start(worker)
+
+    def _on_delta(self, delta: str) -> None:
+        self.chat.append_delta(delta)
+        self.answer_delta.emit(delta)
 
     def stop(self) -> None:
         """Stop the streaming answer (Esc); the partial answer is kept."""
@@ -562,7 +582,7 @@ class MainWindow(QMainWindow):
         if self.current is not None and self.current.id == conversation_id:
             self.chat.end_stream(message, note)
         self.reload_conversations()
-        self.turn_finished.emit(result)
+        self._finished_result = result
 
     def _on_turn_error(self, exc: BaseException) -> None:
         self.chat.end_stream(None)
@@ -574,6 +594,9 @@ class MainWindow(QMainWindow):
         if self.chat.streaming is not None:
             self.chat.end_stream(None)
         self._update_send_button()
+        result, self._finished_result = self._finished_result, None
+        if result is not None:
+            self.turn_finished.emit(result)  # after clean-up, so listeners see an idle window
 
     def _update_send_button(self) -> None:
         busy = self.generating or self._pending is not None
@@ -648,8 +671,7 @@ class MainWindow(QMainWindow):
         if self.index_worker is not None or not self._index_queue:
             return
         if self.embedder is None:
-            if "embedder" not in self._loading:
-                self.start_loading()
+            self.load_embedder()
             return
         ops, self._index_queue = self._index_queue, []
         embedder, data_dir = self.embedder, self.data_dir
@@ -723,10 +745,10 @@ class MainWindow(QMainWindow):
         if (new.model_path, new.dtype, new.quantize) != (old.model_path, old.dtype, old.quantize):
             self.stop()
             self.engine = None
-            self.start_loading()
+            self.load_model()
         if new.embedder != old.embedder:
             self.embedder = None
-            self.start_loading()
+            self.load_embedder()
 
 
 def _default_model_resolver(setting: str) -> Path:
