@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from astrai_core.errors import AstraiError
 from training.config import build_config, field_types, load_yaml, to_yaml
 from training.stages import STAGES, PrepareJob, StageConfig, TokenizerJob, run_prepare, run_stage, run_tokenizer
+from training.recipes.astrai_mini import reproduce
 
 
 @dataclass
@@ -85,7 +86,7 @@ COMMANDS: dict[str, Command] = {
     "sft": _stage_command("sft", "supervised fine-tuning on chat conversations"),
     "dpo": _stage_command("dpo", "direct preference optimisation against a frozen reference"),
     "rm": _stage_command("rm", "train a reward model (Bradley-Terry)"),
-    # Issue 6 (recipes) registers its sub-command here, e.g. "reproduce": recipes_cli.REPRODUCE,
+    "reproduce": Command(reproduce.HELP, reproduce.add_arguments, reproduce.run_command),
 }
 assert set(STAGES) <= set(COMMANDS)
 

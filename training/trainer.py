@@ -153,14 +153,13 @@ class Trainer:
         c = self.config
         return cosine_lr(step, c.lr, c.min_lr, c.warmup_steps, c.max_steps)
 
-    def train_step(self) -> dict:
-        """One optimizer step over ``grad_accum`` micro-batches; returns the logged metrics."""
-        t0 = time.perf_counter()
-        lr = self.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def accumulate_gradients(self, micro: list[dict[str, torch.Tensor]]) -> tuple[dict[str, float], int]:
+        """Forward/backward over the micro-batches of one step, leaving the step's gradient in ``.grad``.
+
+        Returns the per-unit metrics (reduced over ranks) and the tokens read by all ranks.
+        """
         self.model.train()
-        micro = [self._to_device(b) for b in self.next_micro_batches()]
+        micro = [self._to_device(b) for b in micro]
         local_units = sum(self.strategy.units(b) for b in micro)
         local_tokens = sum(self.strategy.tokens(b) for b in micro)
         counts = all_reduce_sum(torch.tensor([local_units, local_tokens], dtype=torch.float64,
@@ -177,7 +176,15 @@ class Trainer:
                 sums[k] = sums.get(k, 0) + v.detach().float()
         names = sorted(sums)
         totals = all_reduce_sum(torch.stack([sums[k] for k in names]).double(), self.ctx) / max(units, 1.0)
-        out = {k: float(v) for k, v in zip(names, totals)}
+        return {k: float(v) for k, v in zip(names, totals)}, tokens
+
+    def train_step(self) -> dict:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the logged metrics."""
+        t0 = time.perf_counter()
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        out, tokens = self.accumulate_gradients(self.next_micro_batches())
         clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip))
         skipped = not (math.isfinite(out["loss"]) and math.isfinite(grad_norm))
