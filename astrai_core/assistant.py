@@ -17,16 +17,19 @@ only :meth:`Assistant.cancel` may be called from another thread.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
+import queue
 import sqlite3
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TextIO
 
-from astrai_core.errors import CheckpointError, ContextLengthError, TokenizerError
+from astrai_core.errors import AstraiError, CheckpointError, ContextLengthError, TokenizerError
 
 if TYPE_CHECKING:  # imported for annotations only; the real imports happen where they are used
     from astrai_core.generation import Engine, GenerationConfig
@@ -249,8 +252,10 @@ class Assistant:
         hits = self._search(collection, question, k or self.settings.k, paths)
         from astrai_core.rag import build_grounded_prompt
 
+        # The grounded prompt keeps its own instructions (cite as [n], don't guess), the wording the
+        # shipped model was fine-tuned on; only a system message in the conversation replaces them.
         grounded = build_grounded_prompt(question, hits, self.engine.count_tokens, available - used,
-                                         system_prompt=system_prompt)
+                                         system_prompt="\n\n".join(systems) if systems else None)
         body = [dict(m) for m in grounded.messages]
         # Earlier turns go between the grounded system message and the grounded question.
         split = len(body) - 1 if body and body[-1]["role"] == "user" else len(body)
@@ -347,5 +352,240 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
             "total_tokens": int(prompt) + int(completion)}
 
 
-__all__ = ["Answer", "Assistant", "AssistantSettings", "PreparedTurn", "default_model_path",
-           "not_found_message", "shared_settings", "source_dict", "validate_messages"]
+
+
+# ---- loading (shared by the CLI and the server) ----------------------------------------------
+@dataclass
+class Runtime:
+    """A loaded model ready to answer, plus what the CLI needs to open collections."""
+
+    assistant: Assistant
+    model_id: str
+    model_path: Path
+    data_dir: Path
+    embedder_name: str | None  # the app's chosen embedder ("" / None = the bundled one)
+
+
+def load_runtime(model: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None) -> Runtime:
+    """Resolve the data folder, the app's saved settings and the model; load the model and its Engine.
+
+    Model choice: ``model`` > the model picked in the desktop app > the shipped model.
+    """
+    from astrai_core.checkpoint import load_model
+    from astrai_core.generation import Engine
+    from astrai_core.paths import user_data_dir
+
+    folder = Path(user_data_dir(data_dir))
+    saved = shared_settings(folder)
+    path = default_model_path(model or saved.get("model_path") or None)
+    dtype = saved.get("dtype", "auto")
+    quantize = saved.get("quantize", "none")
+    loaded = load_model(path)
+    engine = Engine(loaded, dtype=None if dtype in ("auto", None) else dtype,
+                    quantize=None if quantize in ("none", None) else quantize)
+    model_id = path.stem if path.is_file() else path.name
+    return Runtime(Assistant(engine, AssistantSettings.from_shared(saved)), model_id, path, folder,
+                   saved.get("embedder") or None)
+
+
+def open_collection(runtime: Runtime, name: str) -> "Collection":
+    """Open an existing document collection of the data folder (with the bundled embedder)."""
+    from astrai_core.rag import Collection, load_embedder
+
+    if not Collection.exists(runtime.data_dir, name):
+        raise AstraiError(f"no document collection {name!r} in {runtime.data_dir}; "
+                          f"index documents first (astrai index add ...)")
+    return Collection.open(runtime.data_dir, name=name, embedder=load_embedder(runtime.embedder_name))
+
+
+# ---- terminal front end: astrai ask / astrai chat --------------------------------------------
+CHAT_HELP = ('Type a message and press Enter. End a line with "\\" to continue it, or put """ on a line '
+             'of its own to start and end a multi-line message.\n'
+             "/sources shows the last answer's sources, /reset starts over, /exit quits. "
+             "Ctrl+C stops the current answer; Ctrl+D quits.")
+
+
+def print_answer(assistant: Assistant, history: Sequence[dict], question: str,
+                 collection: "Collection | None", out: TextIO) -> tuple[Answer, bool]:
+    """Stream one answer to ``out``; returns ``(answer, completed)``, ``completed`` False after Ctrl+C.
+
+    Generation runs on a helper thread: Python delivers Ctrl+C to the main thread, which then
+    cancels the answer instead of interrupting the engine in the middle of a step.
+    """
+    items: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+
+    def produce() -> None:
+        try:
+            for delta in assistant.stream_answer(history, question, collection):
+                items.put(("delta", delta))
+            items.put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            items.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="astrai-answer", daemon=True)
+    worker.start()
+    completed = True
+    while True:
+        try:
+            kind, value = items.get(timeout=0.1)
+            if kind == "delta":
+                out.write(value)
+                out.flush()
+            elif kind == "error":
+                raise value
+            else:
+                break
+        except queue.Empty:
+            continue
+        except KeyboardInterrupt:
+            completed = False
+            assistant.cancel()
+    worker.join()
+    assert assistant.last_answer is not None
+    return assistant.last_answer, completed
+
+
+def format_sources(answer: Answer) -> str:
+    """Sources as numbered lines: ``[1] report.pdf, p. 3 (0.82): first words of the passage...``."""
+    if answer.found is None:
+        return "(this answer did not search any documents)"
+    if not answer.sources:
+        return "(no relevant passages were found)"
+    lines = []
+    for src in answer.source_dicts():
+        page = f", p. {src['page']}" if src["page"] else ""
+        snippet = " ".join(src["text"].split())
+        snippet = snippet[:160] + ("..." if len(snippet) > 160 else "")
+        lines.append(f"[{src['n']}] {src['file']}{page} ({src['score']:.2f}): {snippet}")
+    return "\n".join(lines)
+
+
+def read_message(read_line: Callable[[str], str]) -> str:
+    """Read one message: a line, lines joined by a trailing backslash, or a triple-quoted block."""
+    line = read_line(">>> ")
+    if line.strip() == '"""':
+        lines = []
+        while (line := read_line("... ")).strip() != '"""':
+            lines.append(line)
+        return "\n".join(lines)
+    lines = []
+    while line.endswith("\\"):
+        lines.append(line[:-1])
+        line = read_line("... ")
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def chat_loop(assistant: Assistant, collection: "Collection | None", out: TextIO,
+              read_line: Callable[[str], str] = input) -> None:
+    """The interactive terminal chat: streaming answers, /reset, /sources, Ctrl+C stops an answer."""
+    history: list[dict] = []
+    last: Answer | None = None
+    out.write(CHAT_HELP + "\n")
+    while True:
+        try:
+            text = read_message(read_line)
+        except EOFError:
+            out.write("\n")
+            return
+        except KeyboardInterrupt:  # at the prompt: drop the half-typed message
+            out.write("\n")
+            continue
+        command = text.strip()
+        if not command:
+            continue
+        if command in ("/exit", "/quit"):
+            return
+        if command == "/reset":
+            history, last = [], None
+            out.write("(conversation cleared)\n")
+            continue
+        if command == "/sources":
+            out.write((format_sources(last) if last else "(no answer yet)") + "\n")
+            continue
+        if command in ("/help", "/?"):
+            out.write(CHAT_HELP + "\n")
+            continue
+        try:
+            last, completed = print_answer(assistant, history, text, collection, out)
+        except AstraiError as exc:
+            out.write(f"\nerror: {exc}\n")
+            continue
+        out.write("\n" if completed else " [stopped]\n")
+        if last.text:
+            history += [{"role": "user", "content": text}, {"role": "assistant", "content": last.text}]
+
+
+def ask_json(answer: Answer) -> dict[str, Any]:
+    """The ``astrai ask --json`` document."""
+    return {"answer": answer.text,
+            "sources": [{k: s[k] for k in ("file", "page", "score", "text")} for s in answer.source_dicts()],
+            "usage": answer.usage, "timings": answer.timings}
+
+
+def cmd_ask(args: Any, out: TextIO | None = None) -> int:
+    """``astrai ask "QUESTION" [--model PATH] [--collection NAME] [--json] [--data-dir DIR]``."""
+    out = out or sys.stdout
+    runtime = load_runtime(args.model, args.data_dir)
+    collection = open_collection(runtime, args.collection) if args.collection else None
+    assistant = runtime.assistant
+    if args.json:
+        try:
+            answer = assistant.answer([], args.question, collection)
+        except KeyboardInterrupt:
+            return 130
+        out.write(json.dumps(ask_json(answer), ensure_ascii=False, indent=2) + "\n")
+        return 0
+    answer, completed = print_answer(assistant, [], args.question, collection, out)
+    out.write("\n")
+    if answer.found is not None:
+        out.write("\nSources:\n" + format_sources(answer) + "\n")
+    return 0 if completed else 130
+
+
+def cmd_chat(args: Any, out: TextIO | None = None) -> int:
+    """``astrai chat [--model PATH] [--collection NAME] [--data-dir DIR]``."""
+    out = out or sys.stdout
+    runtime = load_runtime(args.model, args.data_dir)
+    collection = open_collection(runtime, args.collection) if args.collection else None
+    where = f", answering from collection {args.collection!r}" if collection is not None else ""
+    out.write(f"AstrAI chat - model {runtime.model_id}{where}\n")
+    chat_loop(runtime.assistant, collection, out)
+    return 0
+
+
+MODEL_HELP = "model folder or GGUF file (default: the model chosen in the app, else the shipped model)"
+DATA_DIR_HELP = "data folder shared with the desktop app (default: $ASTRAI_HOME or the user data folder)"
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``ask``, ``chat`` and ``serve`` on an argparse sub-parser set (each sets ``func``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", help=MODEL_HELP)
+    common.add_argument("--collection", help="answer from this document collection (as indexed by the app: default)")
+    common.add_argument("--data-dir", help=DATA_DIR_HELP)
+    ask = subparsers.add_parser("ask", parents=[common], help="answer one question")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true", help='print {"answer", "sources", "usage", "timings"}')
+    ask.set_defaults(func=cmd_ask)
+    chat = subparsers.add_parser("chat", parents=[common], help="interactive chat in the terminal")
+    chat.set_defaults(func=cmd_chat)
+    serve = subparsers.add_parser("serve", help="run the local OpenAI-compatible API (docs/api.md)")
+    serve.add_argument("--model", help=MODEL_HELP)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; any other address requires --api-key)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
+    serve.add_argument("--data-dir", help=DATA_DIR_HELP)
+    serve.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: Any) -> int:
+    from astrai_core.server import cmd_serve  # FastAPI is imported only when serving
+
+    return cmd_serve(args)
+
+
+__all__ = ["Answer", "Assistant", "AssistantSettings", "PreparedTurn", "Runtime", "add_commands", "chat_loop",
+           "default_model_path", "load_runtime", "not_found_message", "open_collection", "shared_settings",
+           "source_dict", "validate_messages"]

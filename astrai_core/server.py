@@ -145,10 +145,18 @@ class ChatCompletionRequest(_Body):
         return stops
 
 
+class EmbeddingOptions(_Body):
+    """The ``"astrai"`` extension of an embeddings request."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["passage", "query"] = "passage"
+
+
 class EmbeddingRequest(_Body):
     model: str | None = None
     input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"
+    astrai: EmbeddingOptions | None = None
 
     @field_validator("input")
     @classmethod
@@ -176,6 +184,7 @@ class ChatJob:
 @dataclass
 class EmbedJob:
     texts: list[str]
+    kind: str  # "passage" or "query": e5-style embedders embed the two differently
 
 
 @dataclass
@@ -212,6 +221,7 @@ class EngineWorker:
         self._current: _Ticket | None = None
         self._embedder: Any = None
         self._collections: dict[str, Any] = {}
+        self.stats = {"completed": 0, "cancelled": 0}  # chat jobs, as reported by /health
         self._thread = threading.Thread(target=self._run, name="astrai-engine", daemon=True)
 
     # -- called from the event loop ---------------------------------------------------------------
@@ -234,6 +244,9 @@ class EngineWorker:
                 self.assistant.cancel()
         self._jobs.put(None)
         self._thread.join(timeout)
+        for collection in self._collections.values():
+            collection.close()
+        self._collections.clear()
 
     def submit(self, ticket: _Ticket) -> None:
         if self._jobs.qsize() >= self.max_queue:
@@ -281,21 +294,18 @@ class EngineWorker:
         if ticket.cancelled.is_set():
             return
         ticket.emit("sources", prepared)
-        stream = self.assistant.stream(prepared, job.generation)
-        try:
-            for delta in stream:
-                ticket.emit("delta", delta)
-                if ticket.cancelled.is_set():
-                    return
-        finally:
-            stream.close()
-        ticket.emit("done", self.assistant.last_answer)
+        for delta in self.assistant.stream(prepared, job.generation):
+            ticket.emit("delta", delta)
+            if ticket.cancelled.is_set():
+                self.assistant.cancel()  # idempotent; the engine stops within one step
+        answer = self.assistant.last_answer
+        self.stats["cancelled" if answer.finish_reason == "cancelled" else "completed"] += 1
+        ticket.emit("done", answer)
 
     def _embed(self, ticket: _Ticket, job: EmbedJob) -> None:
         embedder = self._get_embedder()
-        vectors = embedder.encode(job.texts)
-        tokens = sum(len(t.split()) for t in job.texts)
-        ticket.emit("done", ([list(map(float, v)) for v in vectors], tokens))
+        vectors = embedder.encode(job.texts, kind=job.kind)  # (n, dim) float32, L2-normalised
+        ticket.emit("done", (vectors, int(sum(embedder.count_tokens(job.texts)))))
 
     def _get_embedder(self) -> Any:
         if self._embedder is None:
@@ -382,7 +392,7 @@ def create_app(assistant: Assistant, config: ServerConfig) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": config.model_id, "queued": worker.queued}
+        return {"status": "ok", "model": config.model_id, "queued": worker.queued, **worker.stats}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -403,7 +413,8 @@ def create_app(assistant: Assistant, config: ServerConfig) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
-        ticket = _submit(worker, EmbedJob(list(body.input)))
+        kind = body.astrai.kind if body.astrai else "passage"
+        ticket = _submit(worker, EmbedJob(list(body.input), kind))
         events = await _collect(request, worker, ticket)
         vectors, tokens = events["done"]
         data = [{"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
@@ -572,12 +583,14 @@ async def _stream_response(request: Request, worker: EngineWorker, ticket: _Tick
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
-    if encoding == "float":
-        return vector
+def _encode_vector(vector: Any, encoding: str) -> list[float] | str:
+    """One embedding as JSON floats, or as base64 of little-endian float32 (what the openai client asks for)."""
     import numpy as np
 
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    vector = np.asarray(vector, dtype="<f4")
+    if encoding == "float":
+        return vector.tolist()
+    return base64.b64encode(vector.tobytes()).decode("ascii")
 
 
 # ---- running it ------------------------------------------------------------------------------
@@ -630,3 +643,27 @@ def start_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level
         time.sleep(0.02)
     shown = f"[{host}]" if ":" in host else host
     return RunningServer(f"http://{shown}:{bound}", server, thread)
+
+
+# ---- astrai serve ----------------------------------------------------------------------------
+def cmd_serve(args: Any) -> int:
+    """``astrai serve [--model PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--data-dir DIR]``."""
+    import uvicorn
+
+    from astrai_core.assistant import load_runtime
+
+    check_bind(args.host, args.api_key)  # before the slow model load
+    runtime = load_runtime(args.model, args.data_dir)
+
+    def embedder() -> Any:
+        from astrai_core.rag import load_embedder
+
+        return load_embedder(runtime.embedder_name)
+
+    app = create_app(runtime.assistant, ServerConfig(runtime.model_id, runtime.data_dir, args.api_key, embedder))
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"AstrAI API: http://{shown}:{args.port}/v1  (model {runtime.model_id}, data {runtime.data_dir})",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    return 0
+
