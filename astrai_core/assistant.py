@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import queue
+import signal
 import sqlite3
 import sys
 import threading
@@ -371,13 +372,13 @@ def load_runtime(model: str | os.PathLike[str] | None, data_dir: str | os.PathLi
 
     Model choice: ``model`` > the model picked in the desktop app > the shipped model.
     """
-    from astrai_core.checkpoint import load_model
-    from astrai_core.generation import Engine
     from astrai_core.paths import user_data_dir
 
     folder = Path(user_data_dir(data_dir))
     saved = shared_settings(folder)
     path = default_model_path(model or saved.get("model_path") or None)
+    from astrai_core.checkpoint import load_model  # torch: only once there is a model to load
+    from astrai_core.generation import Engine
     dtype = saved.get("dtype", "auto")
     quantize = saved.get("quantize", "none")
     loaded = load_model(path)
@@ -409,10 +410,12 @@ def print_answer(assistant: Assistant, history: Sequence[dict], question: str,
                  collection: "Collection | None", out: TextIO) -> tuple[Answer, bool]:
     """Stream one answer to ``out``; returns ``(answer, completed)``, ``completed`` False after Ctrl+C.
 
-    Generation runs on a helper thread: Python delivers Ctrl+C to the main thread, which then
-    cancels the answer instead of interrupting the engine in the middle of a step.
+    Generation runs on a helper thread and, while it runs, Ctrl+C (SIGINT, which Python handles
+    on the main thread) only cancels the answer: the engine is never interrupted mid-step and the
+    program goes on.
     """
     items: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+    stopped = threading.Event()
 
     def produce() -> None:
         try:
@@ -422,12 +425,24 @@ def print_answer(assistant: Assistant, history: Sequence[dict], question: str,
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             items.put(("error", exc))
 
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        stopped.set()
+        assistant.cancel()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, on_sigint)
     worker = threading.Thread(target=produce, name="astrai-answer", daemon=True)
     worker.start()
-    completed = True
-    while True:
-        try:
-            kind, value = items.get(timeout=0.1)
+    try:
+        while True:
+            try:
+                kind, value = items.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:  # only off the main thread, where no handler was installed
+                on_sigint(signal.SIGINT, None)
+                continue
             if kind == "delta":
                 out.write(value)
                 out.flush()
@@ -435,14 +450,12 @@ def print_answer(assistant: Assistant, history: Sequence[dict], question: str,
                 raise value
             else:
                 break
-        except queue.Empty:
-            continue
-        except KeyboardInterrupt:
-            completed = False
-            assistant.cancel()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     worker.join()
     assert assistant.last_answer is not None
-    return assistant.last_answer, completed
+    return assistant.last_answer, not stopped.is_set()
 
 
 def format_sources(answer: Answer) -> str:
