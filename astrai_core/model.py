@@ -26,10 +26,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 for stability, return in the input dtype.
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).to(x.dtype)
+        # One fused op (normalises in float32 internally, returns the input dtype).
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
 def rope_cos_sin(config: ModelConfig, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,13 +43,14 @@ def rope_cos_sin(config: ModelConfig, positions: torch.Tensor) -> tuple[torch.Te
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, nh, T, hs) by position; cos/sin are (T, hs) or (B, T, hs)."""
+    """Rotate (B, nh, T, hs) by position; cos/sin are (T, hs) or (B, T, hs) in x's dtype.
+
+    ``sin`` is the *signed* table from :meth:`Transformer.rope_tables` (first half negated), so the
+    "rotate half" of HF Llama/Qwen2 becomes one ``roll``: x*cos + roll(x, hs/2)*sin.
+    """
     if cos.dim() == 3:
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
 
 
 class Attention(nn.Module):
@@ -180,14 +179,21 @@ class Transformer(nn.Module):
             layer.attention.fuse()
             layer.mlp.fuse()
 
-    def rope_tables(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin tables (n', head_dim) with n' >= max(n, max_position_embeddings), float32, cached."""
+    def rope_tables(self, n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, signed sin) tables (n', head_dim), n' >= max(n, max_position_embeddings), cached.
+
+        Built in float32 and rounded once to ``dtype``: rotation then runs in the activation dtype,
+        as in HF Llama/Qwen2.
+        """
         table = self._rope_table
-        if table is None or table[0].shape[0] < n or table[0].device != device:
+        if table is None or table[0].shape[0] < n or table[0].device != device or table[0].dtype != dtype:
             size = max(n, self.config.max_position_embeddings)
             # plain tensors even when first built under inference_mode, so training can reuse them
             with torch.inference_mode(False), torch.no_grad():
-                table = rope_cos_sin(self.config, torch.arange(size, device=device))
+                cos, sin = rope_cos_sin(self.config, torch.arange(size, device=device))
+                half = sin.shape[-1] // 2
+                sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
+                table = (cos.to(dtype), sin.to(dtype))
             self._rope_table = table
         return table
 
@@ -223,12 +229,12 @@ class Transformer(nn.Module):
         if input_pos is None:
             input_pos = torch.arange(T, device=tokens.device)
         # Index a cached table instead of recomputing trig per call (matters per decoded token).
-        cos_t, sin_t = self.rope_tables(T, tokens.device)
+        x = self.embed_tokens(tokens)  # (B, T, C)
+        cos_t, sin_t = self.rope_tables(T, tokens.device, x.dtype)
         flat_pos = input_pos.reshape(-1)
         cos, sin = cos_t[flat_pos], sin_t[flat_pos]
         if input_pos.dim() == 2:
             cos, sin = cos.view(B, T, -1), sin.view(B, T, -1)
-        x = self.embed_tokens(tokens)  # (B, T, C)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, None if kv_caches is None else kv_caches[i], input_pos)
         x = self.norm(x)

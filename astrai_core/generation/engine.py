@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import torch
 
 from astrai_core.checkpoint import LoadedModel
-from astrai_core.errors import ConfigError, GenerationError
+from astrai_core.errors import ConfigError, ContextLengthError, GenerationError
 from astrai_core.generation.cache import KVCache
 from astrai_core.generation.quantize import QUANT_MODES, quantize_model
 from astrai_core.generation.sampling import next_token
@@ -270,7 +270,7 @@ class Engine:
             raise GenerationError("the prompt is empty")
         need = len(prompt) + config.max_new_tokens
         if need > self.max_seq_len:
-            raise GenerationError(
+            raise ContextLengthError(
                 f"prompt of {len(prompt)} tokens + max_new_tokens={config.max_new_tokens} = {need} tokens "
                 f"exceeds the context length of {self.max_seq_len}; shorten the prompt or lower max_new_tokens")
 
