@@ -17,7 +17,7 @@ RENDER_INTERVAL_MS = 50
 
 def source_label(src: dict) -> str:
     """``[n] file.pdf, p. 3`` (page omitted when unknown)."""
-    name = Path(str(src.get("path", ""))).name
+    name = Path(str(src.get("file", ""))).name
     page = src.get("page")
     return f"[{src.get('n', '?')}] {name}" + (f", p. {page}" if page else "")
 
@@ -35,6 +35,7 @@ class MarkdownView(QTextBrowser):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.document().setDocumentMargin(4)
+        self.setAcceptDrops(False)  # files dropped here go to the window (documents), not into the text
         self._markdown = ""
         self.document().contentsChanged.connect(self._fit)
 
@@ -157,6 +158,10 @@ class ChatInput(QPlainTextEdit):
     """The question box: Enter sends, Shift+Enter inserts a newline."""
 
     submitted = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(False)  # a dropped file is a document to index, not text to paste
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (

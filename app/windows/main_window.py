@@ -684,7 +684,9 @@ class MainWindow(QMainWindow):
         self.index_worker = worker
         self.pool.start(worker)
 
-    def _on_index_event(self, ev: IndexEvent) -> None:
+    def _on_index_event(self, ev: IndexEvent | None) -> None:
+        if ev is None:  # the job's own yields only mark points where it may be aborted
+            return
         if self.store.document(ev.path) is None:  # removed while it was indexing
             return
         row = DocumentRow(ev.path, ev.status, ev.fraction, ev.pages, ev.chunks, ev.error)

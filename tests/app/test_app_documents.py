@@ -1,0 +1,102 @@
+"""Documents in the real window: drop a real PDF, index it, answer from it with page citations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from app.store import DOC_FAILED, DOC_INDEXED, DOCS_ALL
+from app.windows.dialogs import SourceDialog
+from app_pdfs import write_pdf
+
+TIMEOUT_MS = 180_000
+FILLER = ("Harbour towns keep records of tides, ferries and weather. The council meets on Mondays "
+          "to discuss roads, parks and the library budget. ") * 6
+
+
+def drop_files(window, paths: list[Path]) -> None:
+    """Drag files from a file manager and drop them on the chat area of the window."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    target = window.chat.scroll.viewport()
+    pos = QPointF(target.rect().center())
+    enter = QDragEnterEvent(pos.toPoint(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(QPointF(target.mapTo(window, pos.toPoint())), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, drop)
+
+
+@pytest.fixture
+def falcon_pdf(tmp_path, qapp) -> Path:
+    return write_pdf(tmp_path / "falcon report.pdf", [
+        FILLER,
+        "Project Falcon status. The launch code of Project Falcon is 7412. The rocket is painted orange "
+        "and will launch from Kiruna in March.",
+        FILLER,
+    ])
+
+
+def wait_status(window, qtbot, path: Path, status: str) -> None:
+    qtbot.waitUntil(lambda: (row := window.store.document(str(path))) is not None and row.status == status,
+                    timeout=TIMEOUT_MS)
+
+
+def test_drop_a_pdf_index_it_and_answer_with_page_citation(make_window, smollm2_engine, real_embedder,
+                                                         fast_settings, falcon_pdf, tmp_path, qtbot):
+    data_dir = tmp_path / "data"
+    window = make_window(data_dir, settings=fast_settings(max_new_tokens=32, num_sources=2),
+                         engine=smollm2_engine, embedder=real_embedder)
+    drop_files(window, [falcon_pdf])
+    wait_status(window, qtbot, falcon_pdf, DOC_INDEXED)
+    row = window.documents_model.row_for(str(falcon_pdf))
+    assert row.pages == 3 and row.chunks >= 3
+    assert window.documents_model.data(window.documents_model.index(0, 1)).startswith("indexed: 3 pages")
+
+    window.new_conversation()
+    assert window.current.doc_scope == DOCS_ALL
+    with qtbot.waitSignal(window.turn_finished, timeout=TIMEOUT_MS) as blocker:
+        window.send("What is the launch code of Project Falcon?")
+    result = blocker.args[0]
+    assert result.found and result.sources
+    top = result.sources[0]
+    assert Path(top["file"]) == falcon_pdf and top["page"] == 2 and "7412" in top["text"]
+    bubble = window.chat.widgets[-1]
+    assert "falcon report.pdf, p. 2" in bubble.sources.text()
+
+    # clicking a source opens the passage with the cited text highlighted
+    bubble.sources.linkActivated.emit("0")
+    dialog = window.findChild(SourceDialog)
+    assert dialog is not None and dialog.highlighted is not None
+    qtbot.waitUntil(lambda: "Project Falcon status" in dialog.view.toPlainText(), timeout=30_000)  # full page arrived
+    start, end = dialog.highlighted
+    assert "7412" in dialog.view.toPlainText()[start:end]
+
+    # a corrupt PDF fails with its reason and changes nothing else
+    messages_before = [(m.role, m.content) for m in window.store.messages(window.current.id)]
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 200)
+    drop_files(window, [broken])
+    wait_status(window, qtbot, broken, DOC_FAILED)
+    failed = window.store.document(str(broken))
+    assert failed.error and "broken.pdf" in window.documents_model.data(window.documents_model.index(1, 0))
+    assert window.documents_model.data(window.documents_model.index(1, 1)).startswith("failed: ")
+    assert window.store.document(str(falcon_pdf)).status == DOC_INDEXED
+    assert [(m.role, m.content) for m in window.store.messages(window.current.id)] == messages_before
+    assert "error" not in window.banner_kinds()
+    conversation_id = window.current.id
+    window.close()
+
+    # restart: conversations, messages with their sources, and the document list are all back
+    again = make_window(data_dir, engine=smollm2_engine, embedder=real_embedder)
+    assert [c.id for c in again.store.conversations()] == [conversation_id]
+    again.open_conversation(conversation_id)
+    assert again.chat.widgets[-1].sources_list()[0]["page"] == 2
+    statuses = {Path(r.path).name: r.status for r in again.documents_model.rows}
+    assert statuses == {"falcon report.pdf": DOC_INDEXED, "broken.pdf": DOC_FAILED}
