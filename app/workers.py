@@ -209,7 +209,7 @@ def index_job(collection_opener: Callable[[], Any], ops: list[tuple[str, str]], 
         last = [-1]
 
         def progress(p: Any, path: str = path) -> None:
-            fraction = _fraction(p)
+            fraction = _fraction(p, path)
             if int(fraction * 100) != last[0]:
                 last[0] = int(fraction * 100)
                 report(IndexEvent(path, "indexing", fraction))
@@ -244,16 +244,29 @@ def supported_suffixes() -> tuple[str, ...]:
     return tuple(SUPPORTED_SUFFIXES)
 
 
-def _fraction(p: Any) -> float:
+def _fraction(p: Any, path: str) -> float:
+    """Progress of ``path`` itself (``IndexProgress.file_fraction``), else of the whole add call."""
+    if getattr(p, "file", None) and _same_file(p.file, path):
+        return min(1.0, float(p.file_fraction))
     done, total = getattr(p, "done", 0), getattr(p, "total", 0)
     return min(1.0, float(done) / total) if total else 0.0
 
 
 def _event_from_report(path: str, report: Any) -> IndexEvent:
-    failed = dict(getattr(report, "failed", {}) or {})
-    if path in failed:
-        return IndexEvent(path, "failed", error=str(failed[path]))
-    return IndexEvent(path, "indexed", 1.0, pages=getattr(report, "pages", 0), chunks=getattr(report, "chunks", 0))
+    """This file's outcome (``Collection.add`` may also resume files an earlier run left unfinished)."""
+    mine = [o for o in getattr(report, "outcomes", []) if _same_file(o.path, path)]
+    if not mine:
+        return IndexEvent(path, "failed", error="not indexed (no outcome reported)")
+    o = mine[-1]
+    if o.status == "failed":
+        return IndexEvent(path, "failed", error=o.reason or "failed")
+    if o.status == "cancelled":
+        return IndexEvent(path, "queued")
+    return IndexEvent(path, "indexed", 1.0, pages=o.pages, chunks=o.chunks)  # "indexed" or "unchanged"
+
+
+def _same_file(a: str, b: str) -> bool:
+    return Path(a).expanduser().absolute() == Path(b).expanduser().absolute()
 
 
 def iter_files(paths: Iterable[str | Path], suffixes: tuple[str, ...]) -> list[str]:

@@ -8,6 +8,7 @@ thread, so the window stays responsive while a model loads, an answer streams or
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -646,7 +647,7 @@ class MainWindow(QMainWindow):
         """Queue files (folders are expanded) for indexing in the background; return the files queued."""
         files = iter_files(paths, supported_suffixes())
         for f in files:
-            row = DocumentRow(f, DOC_QUEUED)
+            row = DocumentRow(f, DOC_QUEUED, added=time.time())
             self.store.upsert_document(row)
             self.documents_model.upsert(row)
             self._index_queue.append(("add", f))
