@@ -1,70 +1,63 @@
-"""The project's own model folder format (the published AstrAI layout).
+"""The project's own model folder format (the published AstrAI layout), and saving.
 
-NOTE: first cut (own folder format only). HF folders and GGUF are dispatched from ``load_model``
-once their readers exist.
+A folder holds ``config.json`` (:class:`ModelConfig`, strict keys), ``model.safetensors`` or
+shards listed in ``model.safetensors.index.json``, ``tokenizer.json`` and ``tokenizer_config.json``.
+Hugging Face folders share the safetensors/index layout, so :func:`safetensors_files` serves both.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from astrai_core.config import ModelConfig
+from astrai_core.checkpoint.common import read_safetensors
 from astrai_core.errors import CheckpointError
 from astrai_core.model import Transformer
 from astrai_core.tokenizer import Tokenizer
 
-
-@dataclass
-class LoadedModel:
-    """What every loader returns: the one model class, its tokenizer and where it came from."""
-
-    model: Transformer
-    tokenizer: Tokenizer
-    config: ModelConfig
-    path: Path
-    format: str  # "astrai", "hf" or "gguf"
+INDEX_NAME = "model.safetensors.index.json"
+WEIGHTS_NAME = "model.safetensors"
 
 
-def load_model(path: str | os.PathLike[str], dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load any supported checkpoint; the format is detected from the path."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or folder")
-    if path.is_dir() and (path / "config.json").is_file():
-        return _load_own(path, dtype, device)
-    raise CheckpointError(f"{path}: not a recognised model folder or file")
+def safetensors_files(folder: Path) -> list[Path]:
+    """The weight files of a folder: ``model.safetensors`` or the shards its index names."""
+    single, index = folder / WEIGHTS_NAME, folder / INDEX_NAME
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{index}: corrupt safetensors index ({exc!r})") from None
+        files = [folder / name for name in shards]
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{f}: shard listed in {index.name} is missing")
+        return files
+    if any(folder.glob("*.bin")) or (folder / "pytorch_model.bin").exists():
+        raise CheckpointError(f"{folder}: only .safetensors weights are supported (found PyTorch .bin files)")
+    raise CheckpointError(f"{folder}: weights file {WEIGHTS_NAME} (or {INDEX_NAME}) not found")
 
 
-def _load_own(path: Path, dtype: torch.dtype, device) -> LoadedModel:
-    config = ModelConfig.from_json(path / "config.json")
-    st = path / "model.safetensors"
-    if not st.is_file():
-        raise CheckpointError(f"{st}: weights file not found")
-    with torch.device("meta"):
-        model = Transformer(config)
-    state = {}
-    with safe_open(str(st), framework="pt", device=str(device)) as f:
-        for key in f.keys():
-            state[key] = f.get_tensor(key).to(dtype)
-    if config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    model.load_state_dict(state, strict=not config.tie_word_embeddings, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight
-    model.eval()
-    return LoadedModel(model, Tokenizer.from_dir(path), config, path, "astrai")
+def iter_folder_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of every weight file in the folder, one at a time."""
+    for f in safetensors_files(folder):
+        yield from read_safetensors(f)
 
 
 def save_model(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` and ``tokenizer`` as an AstrAI model folder, atomically (temp folder + rename)."""
+    """Write ``model`` and ``tokenizer`` as an AstrAI model folder, atomically (temp folder + rename).
+
+    An existing folder at ``path`` is replaced only after the new one is completely written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -72,7 +65,7 @@ def save_model(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         if model.config.tie_word_embeddings:
             state.pop("lm_head.weight", None)
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         model.config.to_json(tmp / "config.json")
         tokenizer.save(tmp)
         if path.exists():
