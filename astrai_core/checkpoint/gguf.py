@@ -83,8 +83,9 @@ class _Cursor:
             if etype in _NP:  # numeric arrays in one go
                 width = np.dtype(_NP[etype]).itemsize
                 return np.frombuffer(self.take(count * width), dtype=_NP[etype]).copy()
-            if count > len(self.buf):
-                raise CheckpointError(f"{self.path}: corrupt GGUF header (array of {count} items)")
+            if count * (8 if etype == 8 else 1) > len(self.buf) - self.pos:  # each string is >= 8 bytes
+                raise CheckpointError(f"{self.path}: truncated or corrupt GGUF header (array of {count} items "
+                                      f"at byte {self.pos} does not fit in the file)")
             return [self.value(etype) for _ in range(count)]
         raise CheckpointError(f"{self.path}: corrupt GGUF header (unknown value type {vtype} at byte {self.pos})")
 
