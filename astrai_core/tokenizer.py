@@ -16,12 +16,18 @@ from astrai_core.errors import TokenizerError
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
+ENDOFTEXT = "<|endoftext|>"
 CHAT_ROLES = ("system", "user", "assistant")
 
 
 @dataclass
 class TokenizerConfig:
-    """Contents of ``tokenizer_config.json``: special tokens and the chat template."""
+    """Contents of ``tokenizer_config.json``: special tokens and the chat template.
+
+    ``chat_template`` keeps the model's own template (a Jinja string from a HF folder or GGUF) for
+    reference; prompts are always rendered in ChatML by :meth:`Tokenizer.render_chat`, the format
+    the AstrAI models (and SmolLM2, Qwen2) are trained on.
+    """
 
     bos_token: str | None = None
     eos_token: str | None = IM_END
@@ -117,8 +123,8 @@ class Tokenizer:
 
     @property
     def stop_ids(self) -> set[int]:
-        """Token ids that end an assistant turn (EOS and ``<|im_end|>`` where present)."""
-        ids = {self.eos_id, self.tok.token_to_id(IM_END)}
+        """Token ids that end an assistant turn: EOS, ``<|im_end|>`` and ``<|endoftext|>`` where present."""
+        ids = {self.eos_id, self.tok.token_to_id(IM_END), self.tok.token_to_id(ENDOFTEXT)}
         return {i for i in ids if i is not None}
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
@@ -133,7 +139,12 @@ class Tokenizer:
 
     # ---- chat ---------------------------------------------------------------------------
     def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
-        """Render messages ``[{"role", "content"}, ...]`` in ChatML, ending with an open assistant turn."""
+        """Render messages ``[{"role", "content"}, ...]`` in ChatML, ending with an open assistant turn.
+
+        ChatML is used whatever ``config.chat_template`` says (see :class:`TokenizerConfig`); no
+        default system prompt is injected. With ``add_generation_prompt=False`` the text ends after
+        the last ``<|im_end|>\n``.
+        """
         parts = []
         for i, msg in enumerate(messages):
             if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
