@@ -209,7 +209,8 @@ class Trainer:
     def evaluate(self) -> dict:
         """Mean loss (and strategy metrics) on the held-out split, sharded across ranks."""
         self.model.eval()
-        n = len(self.eval_data)
+        # equal shards on every rank: FSDP all-gathers inside forward, so ranks must run the same batches
+        n = len(self.eval_data) // self.ctx.world_size * self.ctx.world_size
         bs = self.config.batch_size
         idx = list(range(self.ctx.rank, n, self.ctx.world_size))[: bs * self.config.eval_batches]
         sums: dict[str, torch.Tensor] = {}
@@ -243,7 +244,8 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_step_end(self, metrics)
             at_end = self.step == c.max_steps
-            if self.eval_data is not None and ((c.eval_every and self.step % c.eval_every == 0) or at_end):
+            can_eval = self.eval_data is not None and len(self.eval_data) >= self.ctx.world_size
+            if can_eval and ((c.eval_every and self.step % c.eval_every == 0) or at_end):
                 ev = self.evaluate()
                 self.last_metrics = {**metrics, **ev}
                 for cb in self.callbacks:
@@ -307,6 +309,7 @@ class Trainer:
         if state["strategy"] != self.strategy.name:
             raise CheckpointError(f"{path}: checkpoint is from stage {state['strategy']!r}, "
                                   f"this run is {self.strategy.name!r}")
+        # weights_only=False: the RNG states include numpy/python objects; checkpoints are our own files
         tensors = torch.load(tfile, map_location="cpu", weights_only=False)
         load_full_state(self.module, self.optimizer, tensors["model"], tensors["optimizer"])
         self.step = state["step"]
