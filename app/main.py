@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.replace(model_path=str(Path(args.model).expanduser().resolve()))
     if args.lang:
         settings = settings.replace(language=args.lang)
+    if args.self_test:  # a short, deterministic answer is enough to prove the whole path works
+        settings = settings.replace(max_new_tokens=min(settings.max_new_tokens, 64), temperature=0.0)
 
     languages = LanguageSwitcher(app)
     languages.apply(resolve_language(settings.language))

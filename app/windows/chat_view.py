@@ -35,6 +35,8 @@ class MarkdownView(QTextBrowser):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.document().setDocumentMargin(4)
+        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        self.viewport().setAutoFillBackground(False)
         self.setAcceptDrops(False)  # files dropped here go to the window (documents), not into the text
         self._markdown = ""
         self.document().contentsChanged.connect(self._fit)
@@ -71,7 +73,10 @@ class MessageWidget(QFrame):
         self.message = message
         self.role = role
         self.setObjectName("userMessage" if role == "user" else "assistantMessage")
-        self.setFrameShape(QFrame.Shape.StyledPanel)
+        # Tinted bubbles that read well on light and dark palettes alike.
+        self.setStyleSheet(
+            "QFrame#userMessage { background-color: rgba(70, 130, 230, 0.12); border-radius: 8px; }"
+            "QFrame#assistantMessage { border: 1px solid rgba(128, 128, 128, 0.35); border-radius: 8px; }")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 6, 8, 6)
         self.role_label = QLabel(self)

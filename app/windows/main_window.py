@@ -60,6 +60,7 @@ class MainWindow(QMainWindow):
         self._pending: tuple[int, TurnRequest, bool] | None = None  # a turn waiting for the model
         self._editing: Message | None = None
         self._finished_result: TurnResult | None = None
+        self._model_load_id = 0
         self._index_queue: list[tuple[str, str]] = []  # ("add" | "remove", path)
         self.index_worker: GeneratorWorker | None = None
         self._index_cancel = threading.Event()
@@ -245,8 +246,11 @@ class MainWindow(QMainWindow):
             return
         self._hide_banner("no_model")
         self._loading.add("model")
+        self._model_load_id += 1
         w = GeneratorWorker(load_model_job, path, self.settings)
-        w.returned.connect(self._on_engine_loaded)
+        # a load started before the settings changed again must not install its (stale) engine
+        w.returned.connect(lambda engine, n=self._model_load_id: self._on_engine_loaded(engine)
+                           if n == self._model_load_id else None)
         w.errored.connect(lambda exc: self._on_load_failed("model", exc))
         self.pool.start(w)
         self._update_status()
@@ -748,6 +752,7 @@ class MainWindow(QMainWindow):
         if (new.model_path, new.dtype, new.quantize) != (old.model_path, old.dtype, old.quantize):
             self.stop()
             self.engine = None
+            self._loading.discard("model")  # a load still running for the old settings is ignored
             self.load_model()
         if new.embedder != old.embedder:
             self.embedder = None
