@@ -30,6 +30,7 @@ class DataConfig:
     held_text_chars: int = 300_000  # per language, for bits per byte
     xz_train_chars: int = 8_000_000  # per language, the xz dictionary text
     sft_qa_per_doc: int = 2
+    passage_chars: int = 700  # longest source passage in a grounded prompt
     sft_max_docs: int = 20_000
     sft_translation: int = 6_000
     sft_dictionary: int = 3_000
@@ -105,7 +106,7 @@ def _qa_pool(corpus: Path, split: str, cfg: DataConfig, rng: random.Random) -> l
     rng.shuffle(docs)
     items: list[tasks.QAItem] = []
     for rec in docs[:cfg.sft_max_docs]:
-        items += tasks.qa_items(rec, rng, per_doc=cfg.sft_qa_per_doc)
+        items += tasks.qa_items(rec, rng, cfg.passage_chars, cfg.sft_qa_per_doc)
     return items
 
 

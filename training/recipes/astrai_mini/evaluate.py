@@ -180,9 +180,10 @@ def evaluate_model(model_dir: Path, data_dir: Path, seq_len: int, limits: dict |
     if limits.get("generation", True):
         engine = Engine(loaded)
         grounded = list(read_jsonl(data_dir / "eval_grounded.jsonl"))[:limits.get("grounded", 10 ** 9)]
-        out["grounded_qa"] = grounded_qa(engine, grounded)
+        max_new = int(limits.get("max_new_tokens", 96))
+        out["grounded_qa"] = grounded_qa(engine, grounded, max_new)
         pairs = list(read_jsonl(data_dir / "eval_translation.jsonl"))[:limits.get("translation", 10 ** 9)]
-        out["translation_chrf"] = translation_chrf(engine, pairs)
+        out["translation_chrf"] = translation_chrf(engine, pairs, max_new)
     if reference_dir is not None:
         ref = load_model(reference_dir).model
         pairs = list(read_jsonl(data_dir / "dpo_held.jsonl"))[:limits.get("dpo", 10 ** 9)]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from astrai_core.errors import ConfigError
+from training.callbacks import Callback
 
 RECIPE_DIR = Path(__file__).parent
 FULL_CONFIG = RECIPE_DIR / "recipe.yaml"
@@ -47,7 +48,8 @@ class RecipeConfig:
     pt: dict = field(default_factory=dict)  # StageConfig fields per stage
     sft: dict = field(default_factory=dict)
     dpo: dict = field(default_factory=dict)
-    eval: dict = field(default_factory=dict)  # limits: grounded, translation, dpo, generation
+    eval: dict = field(default_factory=dict)  # limits: grounded, translation, dpo, generation, max_new_tokens
+    budgets: dict = field(default_factory=dict)  # stage -> wall-clock seconds (0/absent: run max_steps)
     eval_seq_len: int = 512
 
     @classmethod
@@ -96,6 +98,8 @@ class Recipe:
         results = {}
         for step in STEPS:
             marker = self.step_file(step)
+            if step in force and step in ("pt", "sft", "dpo") and self.stage_dir(step).exists():
+                shutil.rmtree(self.stage_dir(step))  # a forced stage trains from scratch, not from its checkpoint
             if marker.is_file() and step not in force:
                 results[step] = json.loads(marker.read_text(encoding="utf-8"))
                 self.log(f"[reproduce] {step}: done earlier ({results[step]['seconds']:.0f} s)")
@@ -184,22 +188,37 @@ class Recipe:
         return out
 
     def _stage(self, stage: str, extra: dict) -> dict:
-        from training.config import build_config
-        from training.stages import StageConfig, run_stage
+        """One training stage through ``training.stages.make_trainer``, resuming a checkpoint if there
+        is one, with the stage's wall-clock budget (``budgets``) enforced by :class:`TimeBudget`."""
+        from training.config import build_config, to_yaml
+        from training.distributed import init_distributed, shutdown
+        from training.stages import StageConfig, make_trainer
         from training.trainer import STATE_FILE
 
         out = self.stage_dir(stage)
         data = {"out_dir": str(out), "seed": self.cfg.seed, "progress": False, **extra,
                 **getattr(self.cfg, stage)}
         cfg = build_config(StageConfig, data, source=f"recipe {stage}")
-        resume = str(out) if (out / "checkpoint" / STATE_FILE).is_file() else None
-        if resume:
-            self.log(f"[reproduce] {stage}: resuming from {out / 'checkpoint'}")
+        planned = cfg.max_steps
+        budget = float(self.cfg.budgets.get(stage, 0) or 0)
         t0 = time.time()
-        model = run_stage(stage, cfg, resume)
-        if model is None:
-            raise ConfigError(f"{stage} stopped before max_steps (stop_after_steps); run reproduce again to resume")
-        return {"model": str(model), "train_seconds_this_run": time.time() - t0, "final": _last_metrics(out)}
+        ctx = init_distributed(cfg.device)
+        try:
+            trainer = make_trainer(stage, cfg, ctx)
+            if (out / "checkpoint" / STATE_FILE).is_file():
+                self.log(f"[reproduce] {stage}: resuming from {out / 'checkpoint'}")
+                trainer.load_checkpoint(out)
+            if budget:
+                trainer.callbacks.insert(0, TimeBudget(budget, self.log))
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+            trainer.fit()
+            model = trainer.export()
+        finally:
+            shutdown(ctx)
+        return {"model": str(model), "train_seconds_this_run": time.time() - t0, "planned_steps": planned,
+                "steps": trainer.step, "tokens_seen": trainer.tokens_seen, "budget_s": budget,
+                "final": _last_metrics(out)}
 
     def step_pt(self) -> dict:
         return self._stage("pt", {"train_data": str(self.store("pt_train")), "tokenizer": str(self.tokenizer_dir),
@@ -232,6 +251,39 @@ class Recipe:
         from training.recipes.astrai_mini.card import write_outputs
 
         return write_outputs(self)
+
+
+class TimeBudget(Callback):
+    """Fit a stage into a wall-clock budget: from the measured seconds per step, lower the trainer's
+    ``max_steps`` so the run ends in time, and the cosine schedule still decays to its floor.
+
+    It re-plans every ``every`` steps (the machine is shared, so the speed drifts) and never raises
+    ``max_steps`` above the configured value.
+    """
+
+    def __init__(self, seconds: float, log: Callable[[str], None] = print, every: int = 10) -> None:
+        self.seconds = seconds
+        self.log = log
+        self.every = every
+        self.t0 = 0.0
+        self.step0 = 0
+
+    def on_train_start(self, trainer) -> None:
+        self.t0, self.step0 = time.time(), trainer.step
+
+    def on_step_end(self, trainer, metrics: dict) -> None:
+        done = trainer.step - self.step0
+        if done == 0 or done % self.every:
+            return
+        elapsed = time.time() - self.t0
+        per_step = elapsed / done
+        # Keep 5% of the budget for the final evaluation and export.
+        fit = trainer.step + int(max(0.0, 0.95 * self.seconds - elapsed) / per_step)
+        new = max(trainer.step + 1, min(trainer.config.max_steps, fit))
+        if new < trainer.config.max_steps:
+            self.log(f"[reproduce] time budget: {per_step:.2f} s/step, max_steps {trainer.config.max_steps} -> {new}")
+            trainer.config.max_steps = new
+
 
 
 def _last_metrics(out: Path) -> dict:
