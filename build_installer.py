@@ -275,7 +275,7 @@ def run_pyinstaller(plan: BuildPlan, dist: Path, work: Path) -> Path:
     """Run PyInstaller on ``installer/astrai.spec``; return the app folder (or ``.app`` on macOS)."""
     plan_file = work / "plan.json"
     plan_file.write_text(json.dumps(asdict(plan), indent=1), encoding="utf-8")
-    cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN",
+    cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
            "--distpath", str(dist), "--workpath", str(work / "pyinstaller"),
            str(INSTALLER_DIR / "astrai.spec"), "--", str(plan_file)]
     proc = subprocess.run(cmd, cwd=ROOT)
