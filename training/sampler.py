@@ -62,13 +62,6 @@ class ResumableSampler:
                 self.position = 0
         return out
 
-    def __iter__(self):
-        """Iterate over the rest of the current epoch (advancing the state)."""
-        idx = self.epoch_indices(self.epoch)
-        epoch = self.epoch
-        while self.epoch == epoch and self.position < len(idx):
-            yield self.take(1)[0]
-
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
                 "num_samples": self.num_samples, "world_size": self.world_size}

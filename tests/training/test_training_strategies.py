@@ -82,6 +82,24 @@ def test_sft_only_assistant_tokens_contribute(stores):
     torch.testing.assert_close(l0 + l1, loss, rtol=1e-5, atol=1e-5)
 
 
+def test_sft_gradient_reaches_only_assistant_positions(stores):
+    ds = SFTDataset(TokenStore(stores["sft"]), seq_len=64)
+    batch = collate([ds[0], ds[1]])
+    B, T = batch["input_ids"].shape
+    logits = torch.randn(B, T - 1, 400, requires_grad=True)
+
+    class FixedLogits(torch.nn.Module):
+        def forward(self, ids):
+            return logits
+
+    loss, _ = SFTStrategy().loss_sum(FixedLogits(), batch)
+    loss.backward()
+    per_position = logits.grad.abs().sum(-1)  # (B, T-1): position t predicts token t+1
+    target_mask = batch["loss_mask"][:, 1:].bool()
+    assert (per_position[~target_mask] == 0).all()
+    assert (per_position[target_mask] > 0).all()
+
+
 def test_sft_empty_mask_is_zero_not_nan():
     model = tiny()
     batch = {"input_ids": torch.randint(0, 400, (2, 9)), "loss_mask": torch.zeros(2, 9, dtype=torch.long)}
