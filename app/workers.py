@@ -186,19 +186,29 @@ def chat_job(assistant: Any, request: TurnRequest, collection_opener: Callable[[
                       cancelled=answer.finish_reason == "cancelled")
 
 
-def index_job(collection_opener: Callable[[], Any], ops: list[tuple[str, str]], cancel: threading.Event,
-              report: Callable[[IndexEvent], None], password: str | None = None) -> Generator[None, None, None]:
-    """Apply ``ops`` (``("add", path)`` / ``("remove", path)``) to the collection in order.
+@dataclass
+class IndexOp:
+    """One change to the collection: ``kind`` "add" (with an optional PDF password) or "remove"."""
+
+    kind: str
+    path: str
+    password: str | None = None
+
+
+def index_job(collection_opener: Callable[[], Any], ops: list[IndexOp], cancel: threading.Event,
+              report: Callable[[IndexEvent], None]) -> Generator[None, None, None]:
+    """Apply ``ops`` to the collection in order.
 
     Adds and removes share this one job so only one thread ever writes the collection. Progress
     comes from inside ``Collection.add`` (a callback, not a yield), so it is reported through
     ``report`` (the worker's signal) and throttled to whole percents.
     """
     collection = collection_opener()
-    for op, path in ops:
+    for op in ops:
+        path = op.path
         if cancel.is_set():
             return
-        if op == "remove":
+        if op.kind == "remove":
             try:
                 collection.remove([path])
             except Exception as exc:
@@ -215,7 +225,7 @@ def index_job(collection_opener: Callable[[], Any], ops: list[tuple[str, str]], 
                 report(IndexEvent(path, "indexing", fraction))
 
         try:
-            result = collection.add([path], password=password, progress=progress, cancel=cancel)
+            result = collection.add([path], password=op.password, progress=progress, cancel=cancel)
         except Exception as exc:  # a bad file fails alone; the rest of the queue goes on
             report(IndexEvent(path, "failed", error=str(exc)))
         else:

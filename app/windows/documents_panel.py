@@ -93,6 +93,7 @@ class DocumentsPanel(QWidget):
     add_files_requested = Signal()
     add_folder_requested = Signal()
     remove_requested = Signal(list)
+    password_requested = Signal(str)  # a failed, encrypted PDF: ask for its password and retry
 
     def __init__(self, model: DocumentsModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -108,6 +109,8 @@ class DocumentsPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setWordWrap(False)
+        self.table.setAcceptDrops(False)
+        self.table.doubleClicked.connect(self._on_double_click)
         self.add_files = QPushButton(self)
         self.add_folder = QPushButton(self)
         self.remove = QPushButton(self)
@@ -128,7 +131,8 @@ class DocumentsPanel(QWidget):
 
     def retranslate(self) -> None:
         self.title.setText(self.tr("Documents"))
-        self.hint.setText(self.tr("Drop files or folders anywhere on the window."))
+        self.hint.setText(self.tr("Drop files or folders anywhere on the window. "
+                                  "Double-click a locked PDF to enter its password."))
         self.add_files.setText(self.tr("Add files…"))
         self.add_folder.setText(self.tr("Add folder…"))
         self.remove.setText(self.tr("Remove"))
@@ -138,6 +142,11 @@ class DocumentsPanel(QWidget):
         if event.type() == QEvent.Type.LanguageChange:
             self.retranslate()
         super().changeEvent(event)
+
+    def _on_double_click(self, index) -> None:
+        row = self.model.rows[index.row()]
+        if row.status == DOC_FAILED and "password" in row.error.lower():
+            self.password_requested.emit(row.path)
 
     def _remove_selected(self) -> None:
         rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})

@@ -26,7 +26,7 @@ from app.store import (DOC_INDEXED, DOC_INDEXING, DOC_QUEUED, DOCS_ALL, DOCS_NON
 from app.windows.chat_view import ChatInput, ChatView, copy_to_clipboard
 from app.windows.dialogs import DocumentChooser, SettingsDialog, SourceDialog
 from app.windows.documents_panel import DocumentsModel, DocumentsPanel
-from app.workers import (GeneratorWorker, IndexEvent, TurnRequest, TurnResult, WorkerPool, chat_job, index_job,
+from app.workers import (GeneratorWorker, IndexEvent, IndexOp, TurnRequest, TurnResult, WorkerPool, chat_job, index_job,
                          iter_files, load_embedder_job, load_model_job, make_assistant, open_collection,
                          page_text_job, supported_suffixes)
 
@@ -61,7 +61,7 @@ class MainWindow(QMainWindow):
         self._editing: Message | None = None
         self._finished_result: TurnResult | None = None
         self._model_load_id = 0
-        self._index_queue: list[tuple[str, str]] = []  # ("add" | "remove", path)
+        self._index_queue: list[IndexOp] = []
         self.index_worker: GeneratorWorker | None = None
         self._index_cancel = threading.Event()
         self._loading: set[str] = set()
@@ -144,6 +144,7 @@ class MainWindow(QMainWindow):
         self.documents.add_files_requested.connect(self._pick_files)
         self.documents.add_folder_requested.connect(self._pick_folder)
         self.documents.remove_requested.connect(self.remove_documents)
+        self.documents.password_requested.connect(self._ask_password)
 
         self.splitter = QSplitter()
         self.splitter.addWidget(left)
@@ -643,18 +644,19 @@ class MainWindow(QMainWindow):
         for r in rows:
             if r.status in (DOC_QUEUED, DOC_INDEXING):  # interrupted last time: index again
                 r.status, r.progress = DOC_QUEUED, 0.0
-                self._index_queue.append(("add", r.path))
+                self._index_queue.append(IndexOp("add", r.path))
         self.documents_model.set_rows(rows)
         self._update_status()
 
-    def add_documents(self, paths: list[str]) -> list[str]:
+    def add_documents(self, paths: list[str], password: str | None = None) -> list[str]:
         """Queue files (folders are expanded) for indexing in the background; return the files queued."""
         files = iter_files(paths, supported_suffixes())
         for f in files:
-            row = DocumentRow(f, DOC_QUEUED, added=time.time())
+            old = self.documents_model.row_for(f)
+            row = DocumentRow(f, DOC_QUEUED, added=old.added if old else time.time())
             self.store.upsert_document(row)
             self.documents_model.upsert(row)
-            self._index_queue.append(("add", f))
+            self._index_queue.append(IndexOp("add", f, password))
             self.document_changed.emit(f, DOC_QUEUED)
         self._update_status()
         self._kick_indexer()
@@ -662,10 +664,10 @@ class MainWindow(QMainWindow):
 
     def remove_documents(self, paths: list[str]) -> None:
         for p in paths:
-            self._index_queue = [(op, q) for op, q in self._index_queue if q != p]
+            self._index_queue = [op for op in self._index_queue if op.path != p]
             self.store.remove_document(p)
             self.documents_model.remove(p)
-            self._index_queue.append(("remove", p))
+            self._index_queue.append(IndexOp("remove", p))
             self.document_changed.emit(p, "removed")
         if self.current is not None:
             self.current = self.store.conversation(self.current.id)
@@ -708,6 +710,13 @@ class MainWindow(QMainWindow):
         self.index_worker = None
         self._update_status()
         self._kick_indexer()
+
+    def _ask_password(self, path: str) -> None:
+        password, ok = QInputDialog.getText(self, self.tr("Password"),
+                                            self.tr("Password for {name}:").format(name=Path(path).name),
+                                            QLineEdit.EchoMode.Password)
+        if ok and password:
+            self.add_documents([path], password=password)
 
     def _pick_files(self) -> None:
         suffixes = " ".join(f"*{s}" for s in supported_suffixes())

@@ -112,3 +112,29 @@ def test_first_run_without_a_model_says_so(make_window, tmp_path, fast_settings,
     assert window.send_button.text() == "Stop"
     window.stop()
     assert window.send_button.text() == "Send"
+
+
+def test_conversation_list_new_rename_search_delete_and_export(make_window, fast_settings, tmp_path, qtbot):
+    window = make_window(settings=fast_settings())
+    assert window.act_new.shortcut().toString() == "Ctrl+N"
+    window.act_new.trigger()
+    first = window.current
+    window.store.add_message(first.id, "user", "How do I bake 面包?")
+    window.store.add_message(first.id, "assistant", "```python\nprint('knead')\n```\n\n- flour\n- water",
+                             [{"n": 1, "file": str(tmp_path / "bread.pdf"), "page": 3, "text": "Knead for ten minutes."}])
+    window.rename_conversation(first.id, "Bread")
+    second = window.new_conversation()
+    assert second.id != first.id and window.conv_list.count() == 2
+
+    window.search.setText("面包")  # searches message text, not only titles
+    assert [window.conv_list.item(i).text() for i in range(window.conv_list.count())] == ["Bread"]
+    window.search.clear()
+
+    window.open_conversation(first.id)
+    assert window.chat.widgets[1].sources.text().count("bread.pdf, p. 3") == 1
+    out = window.export_markdown(tmp_path / "bread.md")
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Bread") and "bread.pdf`, p. 3" in text and "> Knead for ten minutes." in text
+
+    window.delete_conversation(first.id)
+    assert [c.id for c in window.store.conversations()] == [second.id] and window.chat.widgets == []
