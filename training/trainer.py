@@ -10,6 +10,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -202,7 +203,7 @@ class Trainer:
             out["skipped_steps"] = self.skipped_steps
             if self.ctx.is_main:
                 print(f"\n[warn] step {self.step}: non-finite loss={out['loss']} grad_norm={grad_norm}; "
-                      f"update skipped ({self.skipped_steps} so far)", flush=True)
+                      f"update skipped ({self.skipped_steps} so far)", file=sys.stderr, flush=True)
         return out
 
     @torch.no_grad()
@@ -241,8 +242,6 @@ class Trainer:
         while self.step < c.max_steps and not self.should_stop:
             metrics = self.train_step()
             self.last_metrics = metrics
-            for cb in self.callbacks:
-                cb.on_step_end(self, metrics)
             at_end = self.step == c.max_steps
             can_eval = self.eval_data is not None and len(self.eval_data) >= self.ctx.world_size
             if can_eval and ((c.eval_every and self.step % c.eval_every == 0) or at_end):
@@ -250,6 +249,9 @@ class Trainer:
                 self.last_metrics = {**metrics, **ev}
                 for cb in self.callbacks:
                     cb.on_evaluate(self, ev)
+            # after the evaluation, so a checkpoint taken at this step includes its effect (early stopping)
+            for cb in self.callbacks:
+                cb.on_step_end(self, metrics)
             if c.stop_after_steps and self.step - start >= c.stop_after_steps:
                 self.should_stop, self.stop_reason = True, f"stop_after_steps={c.stop_after_steps} reached"
         for cb in self.callbacks:

@@ -101,7 +101,7 @@ def test_nan_guard_skips_and_reports(stage_cfg, capsys):
         tr.module.norm.weight[0] = float("nan")
     m = tr.train_step()
     assert m["skipped"] and m["skipped_steps"] == 1 and tr.step == 1
-    assert "update skipped" in capsys.readouterr().out
+    assert "update skipped" in capsys.readouterr().err
     state = tr.module.state_dict()
     assert all(torch.equal(before[k], state[k]) for k in state if k != "norm.weight")  # no update applied
     with torch.no_grad():
@@ -111,14 +111,14 @@ def test_nan_guard_skips_and_reports(stage_cfg, capsys):
 
 def _losses(run: Path) -> list[tuple[int, float]]:
     recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"]) for r in recs if "loss" in r]
+    return [(r["step"], r.get("loss"), r.get("eval/loss")) for r in recs]
 
 
 def test_resume_equals_uninterrupted(stage_cfg, tmp_path):
     """2N steps in one run == N steps + checkpoint + a fresh process resuming for N more (bitwise)."""
     n = 4
-    common = dict(max_steps=2 * n, batch_size=2, grad_accum=2, eval_fraction=0.05, eval_every=3, eval_batches=1,
-                  patience=5, save_every=0)
+    common = dict(max_steps=2 * n, batch_size=2, grad_accum=2, eval_fraction=0.05, eval_every=2, eval_batches=1,
+                  patience=5, min_delta=0.01, save_every=2)
     whole = stage_cfg("pt", out_dir=str(tmp_path / "whole"), **common)
     run_stage("pt", whole)
     half = stage_cfg("pt", out_dir=str(tmp_path / "half"), stop_after_steps=n, **common)
@@ -135,6 +135,9 @@ def test_resume_equals_uninterrupted(stage_cfg, tmp_path):
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _losses(tmp_path / "whole") == _losses(tmp_path / "half")
+    assert any(e is not None for _, _, e in _losses(tmp_path / "half"))
+    ws, hs = (json.loads((tmp_path / r / "checkpoint" / "trainer_state.json").read_text()) for r in ("whole", "half"))
+    assert ws["callbacks"] == hs["callbacks"] and ws["sampler"] == hs["sampler"] and ws["step"] == hs["step"] == 2 * n
     a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "half" / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
