@@ -21,6 +21,9 @@ from PySide6.QtCore import QThread, Signal
 from app.settings import AppSettings
 
 
+REPETITION_PENALTY = 1.1
+
+
 class GeneratorWorker(QThread):
     """Run ``func(*args, **kwargs)`` (a generator) on a worker thread and relay what it yields.
 
@@ -170,8 +173,9 @@ def make_assistant(engine: Any, settings: AppSettings) -> Any:
     from astrai_core.assistant import Assistant, AssistantSettings
     from astrai_core.generation import GenerationConfig
 
+    # A mild repetition penalty keeps small models from looping on one sentence.
     generation = GenerationConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                                  top_p=settings.top_p)
+                                  top_p=settings.top_p, repetition_penalty=REPETITION_PENALTY)
     return Assistant(engine, AssistantSettings(system_prompt=settings.system_prompt or None,
                                                k=settings.num_sources, generation=generation))
 

@@ -85,6 +85,8 @@ class MainWindow(QMainWindow):
         self.new_button = QPushButton()
         self.new_button.clicked.connect(self.new_conversation)
         self.conv_list = QListWidget()
+        self.conv_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.conv_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.conv_list.currentItemChanged.connect(self._on_conversation_selected)
         self.conv_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.conv_list.customContextMenuRequested.connect(self._conversation_menu)
