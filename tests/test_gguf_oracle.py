@@ -20,7 +20,18 @@ MIXED_PROMPT = "The Great Wall of China (长城) is very long. 长城有多长�
 
 @pytest.fixture(scope="module")
 def ours(smollm2_gguf):
-    return load_model(smollm2_gguf)
+    import time
+
+    cpu = time.process_time()
+    lm = load_model(smollm2_gguf)
+    lm.load_cpu_s = time.process_time() - cpu
+    return lm
+
+
+def test_load_under_5_cpu_seconds(ours):
+    """Loading the 135M GGUF costs < 5 s of CPU (all threads). CPU time, not wall time, because the
+    CI box is shared: wall time there measures the neighbours. See benchmarks/bench_load.py."""
+    assert ours.load_cpu_s < 5.0, ours.load_cpu_s
 
 
 @pytest.fixture(scope="module")

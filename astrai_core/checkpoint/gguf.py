@@ -281,19 +281,32 @@ def unpermute_rope(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, rows // n_heads // 2, 2, *tail).transpose(1, 2).reshape(rows, *tail)
 
 
-def iter_gguf_state(gf: GGUFFile, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(our_key, float32 tensor)`` for every GGUF tensor, q/k un-permuted for llama."""
+def iter_gguf_state(gf: GGUFFile, config: ModelConfig, workers: int = 2) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(our_key, float32 tensor)`` for every GGUF tensor, q/k un-permuted for llama.
+
+    numpy releases the GIL inside ``gguf.quants.dequantize``, so a small thread pool overlaps
+    tensors; at most ``2 * workers`` dequantized tensors are in flight (bounded memory).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     permuted = gf.metadata.get("general.architecture") == "llama"
-    for name in gf.tensors:
-        key = gguf_key(name)
-        if key is None:
+    names = list(gf.tensors)
+    for name in names:
+        if gguf_key(name) is None:
             raise CheckpointError(f"{gf.path}: unexpected tensor {name!r} (not part of a llama/qwen2 model)")
-        t = gf.dequantize(name)
+
+    def convert(name: str) -> tuple[str, torch.Tensor]:
+        key, t = gguf_key(name), gf.dequantize(name)
         if permuted and key.endswith(("q_proj.weight", "q_proj.bias")):
             t = unpermute_rope(t, config.num_heads)
         elif permuted and key.endswith(("k_proj.weight", "k_proj.bias")):
             t = unpermute_rope(t, config.num_kv_heads)
-        yield key, t
+        return key, t
+
+    window = 2 * workers
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(names), window):
+            yield from pool.map(convert, names[start:start + window])
 
 
 # ---- tokenizer ---------------------------------------------------------------------------
