@@ -28,6 +28,7 @@ from training.data.tokenizer_train import ENDOFTEXT
 from training.progress import Progress
 
 KINDS = ("pt", "sft", "dpo", "rm")
+PT_BATCH = 512
 
 
 def encode_conversation(tokenizer: Tokenizer, messages: Sequence[dict]) -> tuple[list[int], list[int]]:
@@ -88,7 +89,16 @@ def prepare(kind: str, inputs: Iterable[str | os.PathLike[str]], tokenizer: Toke
         else:
             for name in ("prompt", "chosen", "rejected"):
                 writer.add_ragged(name, dt)
-        eot = tokenizer.token_to_id(ENDOFTEXT)
+        eot = [] if tokenizer.token_to_id(ENDOFTEXT) is None else [tokenizer.token_to_id(ENDOFTEXT)]
+        pending: list[str] = []  # PT documents are encoded in batches (the Rust tokenizer runs them in parallel)
+
+        def flush_pt() -> int:
+            count = 0
+            for enc in tokenizer.tok.encode_batch(pending, add_special_tokens=False):
+                writer.append_seq("tokens", enc.ids + eot)
+                count += len(enc.ids) + len(eot)
+            pending.clear()
+            return count
         for p in paths:
             for lineno, (rec, read) in enumerate(iter_records(p), 1):
                 where = f"{p}: record {lineno}"
@@ -96,9 +106,9 @@ def prepare(kind: str, inputs: Iterable[str | os.PathLike[str]], tokenizer: Toke
                     text = rec.get(text_field)
                     if not isinstance(text, str):
                         raise DataError(f"{where}: no string field {text_field!r}")
-                    ids = tokenizer.encode(text) + ([eot] if eot is not None else [])
-                    writer.append_seq("tokens", ids)
-                    n_tokens += len(ids)
+                    pending.append(text)
+                    if len(pending) >= PT_BATCH:
+                        n_tokens += flush_pt()
                 elif kind == "sft":
                     msgs = rec.get("messages")
                     if not isinstance(msgs, list) or not msgs:
@@ -130,6 +140,8 @@ def prepare(kind: str, inputs: Iterable[str | os.PathLike[str]], tokenizer: Toke
                     n_tokens += len(p_ids) + len(c_ids) + len(r_ids)
                 n_records += 1
                 progress.update(done_bytes + read, records=n_records, tokens=n_tokens)
+            if pending:
+                n_tokens += flush_pt()
             done_bytes += p.stat().st_size
         if n_records == 0:
             raise DataError(f"no records found in {[str(p) for p in paths]}")
