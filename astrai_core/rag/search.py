@@ -1,0 +1,54 @@
+"""Hybrid search pieces: the lexical tokenizer for BM25 and reciprocal-rank fusion.
+
+BM25 itself runs inside SQLite FTS5 (``bm25()``); we feed FTS5 text that is already split into
+terms — lower-cased Latin/digit words and overlapping CJK character bigrams — so one index
+serves both languages without a word segmenter.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff"
+_TOKEN = re.compile(rf"[{_CJK}]+|[^\W{_CJK}]+", re.UNICODE)
+_IS_CJK = re.compile(rf"[{_CJK}]")
+RRF_K = 60  # the constant from Cormack et al.; damps the weight of the very top ranks
+
+
+def lexical_terms(text: str) -> list[str]:
+    """Terms for BM25: Latin words (lower-cased, split at ``_`` too) and CJK character bigrams.
+
+    A single CJK character between non-CJK text is kept as a unigram so it stays searchable.
+    """
+    out: list[str] = []
+    for m in _TOKEN.finditer(text.lower()):
+        tok = m.group()
+        if _IS_CJK.match(tok):
+            if len(tok) == 1:
+                out.append(tok)
+            else:
+                out.extend(tok[i:i + 2] for i in range(len(tok) - 1))
+        else:
+            out.extend(p for p in tok.split("_") if p)
+    return out
+
+
+def fts_document(text: str) -> str:
+    """The text stored in the FTS5 table: terms joined by spaces (FTS5's tokenizer splits them)."""
+    return " ".join(lexical_terms(text))
+
+
+def fts_query(text: str, max_terms: int = 64) -> str:
+    """An FTS5 MATCH expression: any of the query's terms (OR), each quoted as a literal."""
+    terms = list(dict.fromkeys(lexical_terms(text)))[:max_terms]
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def rrf(rankings: Iterable[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal-rank fusion: ``sum 1/(k + rank)`` over every ranking an id appears in (rank from 1)."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, cid in enumerate(ranking, start=1):
+            scores[cid] = scores.get(cid, 0.0) + 1.0 / (k + rank)
+    return scores
