@@ -33,3 +33,7 @@ class DocumentError(AstraiError):
 
 class ContextLengthError(GenerationError):
     """A prompt (plus the tokens reserved for the answer) does not fit the model's context."""
+
+
+class PasswordError(DocumentError):
+    """An encrypted document needs a password, or the password given is wrong."""
