@@ -12,7 +12,6 @@ A new sub-command is one entry in that dict (the recipes add ``reproduce`` there
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import typing
 from dataclasses import dataclass

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from astrai_core.errors import AstraiError
-from astrai_core.tokenizer import IM_END, IM_START, Tokenizer
+from astrai_core.tokenizer import IM_END, IM_START
 from training.data.datasets import PairDataset, PTDataset, SFTDataset, collate
 from training.data.prepare import encode_conversation, prepare
 from training.data.store import StoreWriter, TokenStore
