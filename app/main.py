@@ -85,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         check.start()
     window.show()
     code = app.exec()
-    window.shutdown()
-    store.close()
+    stuck = window.shutdown()
+    store.close()  # every write is already committed; closing just checkpoints the WAL
     if scratch is not None:
         scratch.cleanup()
+    if stuck:  # a model load cannot be interrupted: leave without waiting for it (nothing is lost)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

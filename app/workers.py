@@ -89,13 +89,18 @@ class WorkerPool:
         worker.start()
         return worker
 
-    def stop_all(self, timeout_ms: int = 10_000) -> None:
-        """Abort every worker and wait for it (used when the window closes)."""
+    def stop_all(self, timeout_ms: int = 10_000) -> int:
+        """Abort every worker and wait for it (used when the window closes).
+
+        Returns how many are still running after ``timeout_ms`` (a model load cannot be interrupted);
+        those stay referenced so Qt never destroys a running thread.
+        """
         for w in list(self._running):
             w.abort()
         for w in list(self._running):
-            w.wait(timeout_ms)
-        self._running.clear()
+            if w.wait(timeout_ms):
+                self._running.discard(w)
+        return len(self._running)
 
     def __len__(self) -> int:
         return len(self._running)

@@ -72,254 +72,254 @@
 <context>
     <name>MainWindow</name>
     <message>
-        <location filename="../windows/main_window.py" line="179" />
+        <location filename="../windows/main_window.py" line="181" />
         <source>AstrAI — offline assistant</source>
         <translation>AstrAI — 离线助手</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="180" />
+        <location filename="../windows/main_window.py" line="182" />
         <source>Search conversations…</source>
         <translation>搜索对话…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="181" />
-        <location filename="../windows/main_window.py" line="191" />
-        <location filename="../windows/main_window.py" line="365" />
+        <location filename="../windows/main_window.py" line="183" />
+        <location filename="../windows/main_window.py" line="193" />
+        <location filename="../windows/main_window.py" line="370" />
         <source>New chat</source>
         <translation>新对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="182" />
+        <location filename="../windows/main_window.py" line="184" />
         <source>Documents:</source>
         <translation>文档：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="183" />
+        <location filename="../windows/main_window.py" line="185" />
         <source>all documents</source>
         <translation>全部文档</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="184" />
+        <location filename="../windows/main_window.py" line="186" />
         <source>none</source>
         <translation>不使用</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="185" />
+        <location filename="../windows/main_window.py" line="187" />
         <source>chosen documents</source>
         <translation>选定的文档</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="186" />
+        <location filename="../windows/main_window.py" line="188" />
         <source>Choose…</source>
         <translation>选择…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="187" />
+        <location filename="../windows/main_window.py" line="189" />
         <source>Ask anything — Enter sends, Shift+Enter adds a line</source>
         <translation>输入问题 — Enter 发送，Shift+Enter 换行</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="188" />
+        <location filename="../windows/main_window.py" line="190" />
         <source>Editing an earlier message: sending replaces it and the answers after it.</source>
         <translation>正在编辑之前的消息：发送后将替换它以及之后的回答。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="189" />
+        <location filename="../windows/main_window.py" line="191" />
         <source>&amp;File</source>
         <translation>文件(&amp;F)</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="192" />
+        <location filename="../windows/main_window.py" line="194" />
         <source>Add documents…</source>
         <translation>添加文档…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="193" />
+        <location filename="../windows/main_window.py" line="195" />
         <source>Export conversation as Markdown…</source>
         <translation>将对话导出为 Markdown…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="194" />
+        <location filename="../windows/main_window.py" line="196" />
         <source>Settings…</source>
         <translation>设置…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="195" />
+        <location filename="../windows/main_window.py" line="197" />
         <source>Quit</source>
         <translation>退出</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="289" />
+        <location filename="../windows/main_window.py" line="294" />
         <source>The model could not be loaded: {error}</source>
         <translation>无法加载模型：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="291" />
+        <location filename="../windows/main_window.py" line="296" />
         <source>The document embedder could not be loaded: {error}</source>
         <translation>无法加载文档嵌入模型：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="296" />
+        <location filename="../windows/main_window.py" line="301" />
         <source>Loading the model…</source>
         <translation>正在加载模型…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="298" />
+        <location filename="../windows/main_window.py" line="303" />
         <source>Model: {name}</source>
         <translation>模型：{name}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="300" />
+        <location filename="../windows/main_window.py" line="305" />
         <source>Loading the document embedder…</source>
         <translation>正在加载文档嵌入模型…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="303" />
+        <location filename="../windows/main_window.py" line="308" />
         <source>Indexing {count} document(s)…</source>
         <translation>正在索引 {count} 个文档…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="332" />
+        <location filename="../windows/main_window.py" line="337" />
         <source>No model found: choose a model folder or GGUF file in &lt;a href="settings"&gt;Settings&lt;/a&gt;.</source>
         <translation>未找到模型：请在&lt;a href="settings"&gt;设置&lt;/a&gt;中选择模型文件夹或 GGUF 文件。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="335" />
+        <location filename="../windows/main_window.py" line="340" />
         <source>No font for Chinese text was found, so Chinese may show as empty boxes. Install Noto Sans CJK (Debian/Ubuntu: fonts-noto-cjk) or copy a .ttf/.otf font into {folder} and restart.</source>
         <translation>未找到中文字体，中文可能显示为方框。请安装 Noto Sans CJK（Debian/Ubuntu：fonts-noto-cjk），或把 .ttf/.otf 字体复制到 {folder} 后重启。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="416" />
+        <location filename="../windows/main_window.py" line="421" />
         <source>Rename…</source>
         <translation>重命名…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="417" />
+        <location filename="../windows/main_window.py" line="422" />
         <source>Export as Markdown…</source>
         <translation>导出为 Markdown…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="418" />
+        <location filename="../windows/main_window.py" line="423" />
         <source>Delete</source>
         <translation>删除</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="421" />
+        <location filename="../windows/main_window.py" line="426" />
         <source>Rename conversation</source>
         <translation>重命名对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="421" />
+        <location filename="../windows/main_window.py" line="426" />
         <source>Title:</source>
         <translation>标题：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="428" />
+        <location filename="../windows/main_window.py" line="433" />
         <source>Delete conversation</source>
         <translation>删除对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="429" />
+        <location filename="../windows/main_window.py" line="434" />
         <source>Delete “{title}”?</source>
         <translation>删除“{title}”？</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="547" />
+        <location filename="../windows/main_window.py" line="552" />
         <source>Waiting for the model to load…</source>
         <translation>等待模型加载…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="548" />
+        <location filename="../windows/main_window.py" line="553" />
         <source>Waiting for the document embedder to load…</source>
         <translation>等待文档嵌入模型加载…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="587" />
+        <location filename="../windows/main_window.py" line="592" />
         <source>(stopped)</source>
         <translation>（已停止）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="595" />
+        <location filename="../windows/main_window.py" line="600" />
         <source>The answer failed: {error}</source>
         <translation>回答失败：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="609" />
+        <location filename="../windows/main_window.py" line="614" />
         <source>Stop</source>
         <translation>停止</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="609" />
+        <location filename="../windows/main_window.py" line="614" />
         <source>Send</source>
         <translation>发送</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="610" />
+        <location filename="../windows/main_window.py" line="615" />
         <source>Stop the answer (Esc)</source>
         <translation>停止回答（Esc）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="610" />
+        <location filename="../windows/main_window.py" line="615" />
         <source>Send (Enter)</source>
         <translation>发送（Enter）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="627" />
+        <location filename="../windows/main_window.py" line="632" />
         <source>You</source>
         <translation>你</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="627" />
+        <location filename="../windows/main_window.py" line="632" />
         <source>AstrAI</source>
         <translation>AstrAI</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="627" />
+        <location filename="../windows/main_window.py" line="632" />
         <source>Sources</source>
         <translation>来源</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="633" />
+        <location filename="../windows/main_window.py" line="638" />
         <source>Export conversation</source>
         <translation>导出对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="634" />
+        <location filename="../windows/main_window.py" line="639" />
         <source>Markdown (*.md)</source>
         <translation>Markdown (*.md)</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="639" />
+        <location filename="../windows/main_window.py" line="644" />
         <source>Could not write {path}: {error}</source>
         <translation>无法写入 {path}：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="689" />
+        <location filename="../windows/main_window.py" line="694" />
         <source>Indexing failed: {error}</source>
         <translation>索引失败：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="715" />
+        <location filename="../windows/main_window.py" line="720" />
         <source>Password</source>
         <translation>密码</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="716" />
+        <location filename="../windows/main_window.py" line="721" />
         <source>Password for {name}:</source>
         <translation>{name} 的密码：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="723" />
+        <location filename="../windows/main_window.py" line="728" />
         <source>Add documents</source>
         <translation>添加文档</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="724" />
+        <location filename="../windows/main_window.py" line="729" />
         <source>Documents ({patterns})</source>
         <translation>文档 ({patterns})</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="729" />
+        <location filename="../windows/main_window.py" line="734" />
         <source>Add a folder of documents</source>
         <translation>添加文档文件夹</translation>
     </message>
@@ -327,32 +327,37 @@
 <context>
     <name>MessageWidget</name>
     <message>
-        <location filename="../windows/chat_view.py" line="123" />
+        <location filename="../windows/chat_view.py" line="22" />
+        <source>, p. {page}</source>
+        <translation>，第 {page} 页</translation>
+    </message>
+    <message>
+        <location filename="../windows/chat_view.py" line="124" />
         <source>You</source>
         <translation>你</translation>
     </message>
     <message>
-        <location filename="../windows/chat_view.py" line="123" />
+        <location filename="../windows/chat_view.py" line="124" />
         <source>AstrAI</source>
         <translation>AstrAI</translation>
     </message>
     <message>
-        <location filename="../windows/chat_view.py" line="124" />
+        <location filename="../windows/chat_view.py" line="125" />
         <source>Copy</source>
         <translation>复制</translation>
     </message>
     <message>
-        <location filename="../windows/chat_view.py" line="125" />
+        <location filename="../windows/chat_view.py" line="126" />
         <source>Edit</source>
         <translation>编辑</translation>
     </message>
     <message>
-        <location filename="../windows/chat_view.py" line="126" />
+        <location filename="../windows/chat_view.py" line="127" />
         <source>Regenerate</source>
         <translation>重新生成</translation>
     </message>
     <message>
-        <location filename="../windows/chat_view.py" line="147" />
+        <location filename="../windows/chat_view.py" line="148" />
         <source>Sources:</source>
         <translation>来源：</translation>
     </message>

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QKeyEvent, QTextDocument
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QScrollArea,
                                QSizePolicy, QTextBrowser, QVBoxLayout, QWidget)
@@ -16,10 +16,11 @@ RENDER_INTERVAL_MS = 50
 
 
 def source_label(src: dict) -> str:
-    """``[n] file.pdf, p. 3`` (page omitted when unknown)."""
+    """``[n] file.pdf, p. 3`` (page omitted when unknown), translated."""
     name = Path(str(src.get("file", ""))).name
     page = src.get("page")
-    return f"[{src.get('n', '?')}] {name}" + (f", p. {page}" if page else "")
+    where = QCoreApplication.translate("MessageWidget", ", p. {page}").format(page=page) if page else ""
+    return f"[{src.get('n', '?')}] {name}{where}"
 
 
 class MarkdownView(QTextBrowser):

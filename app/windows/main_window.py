@@ -228,10 +228,13 @@ class MainWindow(QMainWindow):
         self.shutdown()
         super().closeEvent(event)
 
-    def shutdown(self) -> None:
-        """Stop every worker and wait for it (a streaming answer is lost, as documented)."""
+    def shutdown(self) -> int:
+        """Stop every worker and wait for it (a streaming answer is lost, as documented).
+
+        Returns the number of workers that could not be stopped in time (a model still loading).
+        """
         self._index_cancel.set()
-        self.pool.stop_all()
+        return self.pool.stop_all()
 
     # ---- loading the model and the embedder ----------------------------------------------------
     def start_loading(self) -> None:
