@@ -37,9 +37,11 @@ class Embedder:
         prompts = getattr(self.model, "prompts", {}) or {}
         self._query_prompt = "query" if "query" in prompts else None
         self._passage_prompt = "passage" if "passage" in prompts else None
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
         self.max_tokens = int(self.model.max_seq_length)
-        self._tokenizer = self.model.tokenizer
+        # The Rust tokenizer directly: no "longer than the maximum length" warnings when sizing text.
+        self._tokenizer = self.model.tokenizer.backend_tokenizer
 
     def encode(self, texts: Sequence[str], kind: str = "passage") -> np.ndarray:
         """L2-normalised float32 vectors, shape (len(texts), dim); ``kind`` is "passage" or "query"."""
@@ -57,8 +59,7 @@ class Embedder:
         """Tokens each text takes in the embedder (without special tokens or prompt)."""
         if not texts:
             return []
-        enc = self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [len(ids) for ids in enc]
+        return [len(enc.ids) for enc in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
 
 def default_embedder_path() -> Path:

@@ -197,14 +197,17 @@ def load_pdf(path: Path, data: bytes, password: str | None = None) -> LoadedDocu
 def text_quality(text: str) -> float:
     """0 (empty, garbled or words run together) .. 1 (looks like real text).
 
-    Garbled: replacement or private-use characters (fonts without a character map). Space-less:
-    long runs of Latin letters without a space, as pypdf produces on some PDFs.
+    Garbled: replacement or private-use characters, or letters that jump between unrelated scripts
+    almost every character (what pypdf makes of CJK fonts without a character map: "ሌሰჾğo..").
+    Space-less: long runs of Latin letters without a space, as pypdf produces on some PDFs.
     """
     stripped = "".join(text.split())
     if len(stripped) < 3:
         return 0.0
     bad = sum(1 for ch in stripped if ch == "\ufffd" or unicodedata.category(ch) in ("Co", "Cn", "Cc"))
     score = 1.0 - bad / len(stripped)
+    if _script_switch_rate(stripped) > 0.3:
+        score = min(score, 0.2)
     latin_runs = re.findall(r"[A-Za-z]{25,}", text)
     latin = len(re.findall(r"[A-Za-z]", text))
     if latin and sum(map(len, latin_runs)) / latin > 0.3:
@@ -231,3 +234,18 @@ def _pypdf_page(reader, index: int) -> str:
         return clean_text(reader.pages[index].extract_text() or "")
     except Exception:
         return ""
+
+
+def _script(ch: str) -> str:
+    if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\u3040" <= ch <= "\u30ff":
+        return "CJK"  # Han and kana share one class: Chinese/Japanese text mixes them legitimately
+    name = unicodedata.name(ch, "")
+    return name.split(" ", 1)[0] if name else "?"
+
+
+def _script_switch_rate(text: str) -> float:
+    """Share of consecutive letter pairs whose scripts differ (real text: well under 0.1)."""
+    scripts = [_script(ch) for ch in text[:4000] if ch.isalpha()]
+    if len(scripts) < 8:
+        return 0.0
+    return sum(a != b for a, b in zip(scripts, scripts[1:])) / (len(scripts) - 1)
