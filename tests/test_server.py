@@ -9,25 +9,54 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
-from astrai_core.assistant import Assistant, AssistantSettings
+from astrai_core.assistant import NOT_FOUND_EN, Assistant, AssistantSettings
 from astrai_core.errors import ConfigError
 from astrai_core.generation import GenerationConfig
 from astrai_core.server import ServerConfig, check_bind, create_app, start_server
 
 MODEL_ID = "SmolLM2-135M-Instruct"
+EMBEDDER_ID = "multilingual-e5-small"
+ROOT = Path(__file__).resolve().parents[1]
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 
 
+class LazyEmbedder:
+    """Loads the bundled embedder on first call only, so tests that never embed don't pay for it."""
+
+    def __init__(self) -> None:
+        self._embedder = None
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        with self._lock:
+            if self._embedder is None:
+                from astrai_core.rag import load_embedder
+
+                self._embedder = load_embedder()
+            return self._embedder
+
+
 @pytest.fixture(scope="module")
-def server(smollm2_engine, tmp_path_factory):
+def embedder():
+    return LazyEmbedder()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("server-data")
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_engine, data_dir, embedder):
     assistant = Assistant(smollm2_engine, AssistantSettings(generation=GenerationConfig(max_new_tokens=16)))
-    data_dir = tmp_path_factory.mktemp("server-data")
-    app = create_app(assistant, ServerConfig(MODEL_ID, data_dir))
+    app = create_app(assistant, ServerConfig(MODEL_ID, data_dir, embedder_loader=embedder, embedder_id=EMBEDDER_ID))
     running = start_server(app)
     yield running
     running.stop()
@@ -46,7 +75,7 @@ def health(server) -> dict:
 
 def test_lists_the_model_and_reports_health(client, server):
     models = client.models.list()
-    assert [m.id for m in models.data] == [MODEL_ID]
+    assert [m.id for m in models.data] == [MODEL_ID, EMBEDDER_ID]
     h = health(server)
     assert h["status"] == "ok" and h["model"] == MODEL_ID and h["queued"] == 0
 
@@ -207,3 +236,85 @@ def test_with_an_api_key_every_request_needs_the_bearer_key(smollm2_engine, tmp_
     finally:
         running.stop()
     assert not running.thread.is_alive()
+
+
+# ---- documents: embeddings and answers with sources --------------------------------------------
+def test_embeddings_come_from_the_document_embedder(client, server):
+    r = client.embeddings.create(model=EMBEDDER_ID, input=["The rocket launches in March.",
+                                                           "The spacecraft lifts off in spring.",
+                                                           "My grandmother bakes apple pie.", "火箭三月发射。"])
+    assert [d.index for d in r.data] == [0, 1, 2, 3] and r.model == EMBEDDER_ID
+    a, b, c, _ = (np.array(d.embedding) for d in r.data)  # the client asked for base64 and decoded it
+    assert a.shape == (384,) and abs(np.linalg.norm(a) - 1) < 1e-2  # normalised (bfloat16 model)
+    assert a @ b > a @ c + 0.05  # a paraphrase is closer than an unrelated sentence
+    assert r.usage.prompt_tokens > 5
+    as_floats = httpx.post(f"{server.url}/v1/embeddings", json={"input": "The rocket launches in March.",
+                                                               "encoding_format": "float"}, timeout=60).json()
+    assert np.allclose(as_floats["data"][0]["embedding"], a, atol=1e-6)
+    query = httpx.post(f"{server.url}/v1/embeddings", timeout=60, json={
+        "input": "The rocket launches in March.", "astrai": {"kind": "query"}}).json()["data"][0]["embedding"]
+    assert not np.allclose(query, a, atol=1e-3)  # e5 embeds queries and passages differently
+    for bad in ({"input": []}, {"input": [""]}, {"input": "x", "encoding_format": "int8"}, {"input": [1, 2]}):
+        r = httpx.post(f"{server.url}/v1/embeddings", json=bad, timeout=60)
+        assert r.status_code == 400 and "error" in r.json(), bad
+
+
+@pytest.fixture(scope="module")
+def indexed(data_dir, embedder) -> tuple[Path, int, str]:
+    """A real PDF indexed into collection "docs"; returns (pdf, page, a passage of that page)."""
+    from astrai_core.rag import Collection
+    from astrai_core.rag.loaders import load_pdf
+
+    pdf = ROOT / "tests" / "fixtures" / "docs" / "debian-reference.en.p61.pdf"  # a real page of a real manual
+    with Collection.open(data_dir, "docs", embedder=embedder()) as coll:
+        report = coll.add([pdf])
+    assert report.failed == {}, report.failed
+    pages = load_pdf(pdf, pdf.read_bytes()).pages
+    page = max(pages, key=lambda p: len(p.text))
+    words = page.text.split()
+    return pdf, page.number, " ".join(words[len(words) // 3: len(words) // 3 + 14])
+
+
+def test_a_retrieval_request_answers_with_sources_from_the_indexed_pdf(client, indexed):
+    pdf, page, passage = indexed
+    question = f"What does the document say here: {passage}?"
+    kwargs = dict(model=MODEL_ID, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=12,
+                  extra_body={"astrai": {"collection": "docs", "k": 3}})
+    r = client.chat.completions.create(**kwargs)
+    ext = r.model_extra["astrai"]
+    assert ext["found"] is True and 1 <= len(ext["sources"]) <= 3
+    assert [s["n"] for s in ext["sources"]] == list(range(1, len(ext["sources"]) + 1))
+    assert all(Path(s["file"]).name == pdf.name and s["page"] >= 1 and s["text"] for s in ext["sources"])
+    assert page in [s["page"] for s in ext["sources"]]
+    assert r.choices[0].message.content and r.usage.prompt_tokens > 100  # the sources are in the prompt
+    # streamed: the same sources arrive with the first chunk, and the same text follows
+    chunks = list(client.chat.completions.create(**kwargs, stream=True))
+    assert chunks[0].model_extra["astrai"]["sources"] == ext["sources"]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == r.choices[0].message.content
+
+
+def test_a_question_the_documents_do_not_cover_says_so(client, indexed):
+    r = client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "Who won the 1998 football world cup final?"}],
+        temperature=0, extra_body={"astrai": {"collection": "docs"}})
+    assert r.model_extra["astrai"]["found"] is False and r.model_extra["astrai"]["sources"] == []
+    assert r.choices[0].message.content == NOT_FOUND_EN
+
+
+def test_the_grounded_prompt_numbers_the_sources_and_keeps_the_conversation(smollm2_engine, data_dir, embedder,
+                                                                            indexed):
+    from astrai_core.rag import Collection
+    from astrai_core.rag.prompt import GROUNDED_SYSTEM_PROMPT
+
+    pdf, _, passage = indexed
+    bot = Assistant(smollm2_engine, AssistantSettings(system_prompt="Be brief.", k=2))
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    with Collection.open(data_dir, "docs", embedder=embedder()) as coll:
+        prepared = bot.prepare(history, passage, coll)
+    assert prepared.found is True and len(prepared.sources) == 2
+    system, *middle, user = prepared.messages
+    assert system == {"role": "system", "content": GROUNDED_SYSTEM_PROMPT}  # cite-as-[n] instructions
+    assert middle == history
+    assert f"[1] {pdf.name}" in user["content"] and f"[2] {pdf.name}" in user["content"]
+    assert user["content"].rstrip().endswith(passage)
