@@ -67,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.replace(language=args.lang)
     if args.self_test:  # a short, deterministic answer is enough to prove the whole path works
         settings = settings.replace(max_new_tokens=min(settings.max_new_tokens, 64), temperature=0.0)
+        from astrai_core.assistant import default_model_path
+
+        try:
+            default_model_path(settings.model_path or None)
+        except AstraiError as exc:
+            print(f"[self-test] FAILED: {exc}", file=sys.stderr)
+            store.close()
+            return 1
 
     languages = LanguageSwitcher(app)
     languages.apply(resolve_language(settings.language))

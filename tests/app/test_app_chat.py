@@ -69,7 +69,7 @@ def test_escape_stops_the_answer_within_a_token(make_window, smollm2_engine, fas
 
 
 def test_regenerate_replaces_the_last_answer_and_edit_truncates(make_window, smollm2_engine, fast_settings, qtbot):
-    window = make_window(settings=fast_settings(max_new_tokens=8), engine=smollm2_engine)
+    window = make_window(settings=fast_settings(max_new_tokens=4), engine=smollm2_engine)
     _open_chat(window, "Say hello.", qtbot)
     with qtbot.waitSignal(window.turn_finished, timeout=TURN_TIMEOUT_MS):
         window.send("Now say goodbye.")

@@ -10,7 +10,7 @@ from app.store import DOC_INDEXING, DOCS_NONE
 from app_pdfs import write_pdf
 
 SLOW_STEP_S = 0.12  # every forward pass (each decode step) takes at least this long
-MEASURE_S = 6.0
+MEASURE_S = 4.0
 MAX_GAP_MS = 100.0
 LOREM = ("Lighthouses along the northern coast were automated in the nineteen-eighties; keepers kept "
          "logs of passing ships, storms and repairs. 灯塔的看守人记录过往船只、风暴和维修。 ") * 14
