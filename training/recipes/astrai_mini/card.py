@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from training.recipes.astrai_mini.reproduce import Recipe
 
 STAGES = ("pt", "sft", "dpo")
+RECIPE_DIR = Path(__file__).parent
 STEP_ORDER = ("corpus", "text", "tokenizer", "chat", "prepare", "pt", "sft", "dpo", "evaluate")
 
 
@@ -129,5 +130,12 @@ def render_card(cfg, manifest: dict, ev: dict, steps: dict) -> str:
               "", "## Loss curves", ""]
     for stage in STAGES:
         lines.append(f"- {stage}: `{cfg.name}-{stage}/loss.png`")
+    for stage in STAGES:
+        res = (steps.get(stage) or {}).get("result") or {}
+        if res:
+            lines.append(f"- {stage}: {res.get('steps')} optimizer steps of {res.get('planned_steps')} planned "
+                         f"(wall-clock budget {res.get('budget_s', 0):.0f} s), {res.get('tokens_seen')} tokens seen")
     lines.append("")
+    if cfg.card_notes:
+        lines += [(RECIPE_DIR / cfg.card_notes).read_text(encoding="utf-8"), ""]
     return "\n".join(lines)

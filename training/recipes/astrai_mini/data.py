@@ -71,13 +71,16 @@ def build_text(corpus: Path, out: Path, cfg: DataConfig, seed: int) -> dict:
             continue
         used[name] = used.get(name, 0) + len(rec["text"])
         docs.append(rec["text"])
+    extra = []
     if cfg.pt_pairs_as_text:
-        for name, rec in iter_kind(corpus, "pairs", "train"):
-            docs.append(f"{rec['en']}\n{rec['zh']}")
-            used[name] = used.get(name, 0) + len(docs[-1])
-    for name, rec in iter_kind(corpus, "dict", "train"):
-        docs.append(f"{rec['simp']} {rec['trad']} [{rec['pinyin']}] /{'/'.join(rec['defs'])}/")
-        used[name] = used.get(name, 0) + len(docs[-1])
+        extra += [(name, f"{rec['en']}\n{rec['zh']}") for name, rec in iter_kind(corpus, "pairs", "train")]
+    extra += [(name, f"{rec['simp']} {rec['trad']} [{rec['pinyin']}] /{'/'.join(rec['defs'])}/")
+              for name, rec in iter_kind(corpus, "dict", "train")]
+    for name, text in extra:
+        cap = cfg.pt_source_caps.get(name)
+        if cap is None or used.get(name, 0) < cap:
+            docs.append(text)
+            used[name] = used.get(name, 0) + len(text)
     rng.shuffle(docs)
     write_jsonl(out / "pt_train.jsonl", ({"text": d} for d in docs))
     (out / "text").mkdir(parents=True, exist_ok=True)

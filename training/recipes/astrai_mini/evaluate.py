@@ -174,12 +174,15 @@ def evaluate_model(model_dir: Path, data_dir: Path, seq_len: int, limits: dict |
     model, tok = loaded.model, loaded.tokenizer
     out: dict = {"bits_per_byte": {}}
     for lang in ("en", "zh"):
-        text = (data_dir / "text" / f"held_{lang}.txt").read_text(encoding="utf-8")
+        text = held_text(data_dir, lang, limits)
         if text:
             out["bits_per_byte"][lang] = model_bits_per_byte(model, tok, text, seq_len)
     if limits.get("generation", True):
         engine = Engine(loaded)
-        grounded = list(read_jsonl(data_dir / "eval_grounded.jsonl"))[:limits.get("grounded", 10 ** 9)]
+        # ``grounded`` questions with the answer in the sources, and a third as many silent ones.
+        n = int(limits.get("grounded", 10 ** 9))
+        examples = list(read_jsonl(data_dir / "eval_grounded.jsonl"))
+        grounded = [e for e in examples if e["gold"]][:n] + [e for e in examples if not e["gold"]][:max(1, n // 3)]
         max_new = int(limits.get("max_new_tokens", 96))
         out["grounded_qa"] = grounded_qa(engine, grounded, max_new)
         pairs = list(read_jsonl(data_dir / "eval_translation.jsonl"))[:limits.get("translation", 10 ** 9)]
@@ -191,11 +194,18 @@ def evaluate_model(model_dir: Path, data_dir: Path, seq_len: int, limits: dict |
     return out
 
 
-def xz_baselines(data_dir: Path) -> dict:
+def held_text(data_dir: Path, lang: str, limits: dict | None = None) -> str:
+    """The held-out text of ``lang``, cut to ``limits["bpb_chars_<lang>"]`` characters when set."""
+    text = (data_dir / "text" / f"held_{lang}.txt").read_text(encoding="utf-8")
+    cap = (limits or {}).get(f"bpb_chars_{lang}")
+    return text[:int(cap)] if cap else text
+
+
+def xz_baselines(data_dir: Path, limits: dict | None = None) -> dict:
     """``xz -9`` bits per byte of the held-out text, alone and with the training text as dictionary."""
     out = {}
     for lang in ("en", "zh"):
-        held = (data_dir / "text" / f"held_{lang}.txt").read_bytes()
+        held = held_text(data_dir, lang, limits).encode("utf-8")
         train = (data_dir / "text" / f"train_{lang}.txt").read_bytes()
         if held:
             out[lang] = {"xz": xz_bits_per_byte(held), "xz_with_train": xz_bits_per_byte(held, train),

@@ -51,6 +51,7 @@ class RecipeConfig:
     eval: dict = field(default_factory=dict)  # limits: grounded, translation, dpo, generation, max_new_tokens
     budgets: dict = field(default_factory=dict)  # stage -> wall-clock seconds (0/absent: run max_steps)
     eval_seq_len: int = 512
+    card_notes: str = ""  # a Markdown file (relative to the recipe folder) appended to the model card
 
     @classmethod
     def load(cls, path: Path, overrides: dict | None = None) -> "RecipeConfig":
@@ -235,8 +236,8 @@ class Recipe:
     def step_evaluate(self) -> dict:
         from training.recipes.astrai_mini.evaluate import evaluate_model, write_json, xz_baselines
 
-        results = {"xz": xz_baselines(self.data_dir)}
         limits = dict(self.cfg.eval)
+        results = {"xz": xz_baselines(self.data_dir, limits)}
         beta = float(self.cfg.dpo.get("beta", 0.1))
         for stage in ("pt", "sft", "dpo"):
             self.log(f"[reproduce] evaluate {stage} ...")
