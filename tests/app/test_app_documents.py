@@ -100,3 +100,31 @@ def test_drop_a_pdf_index_it_and_answer_with_page_citation(make_window, smollm2_
     assert again.chat.widgets[-1].sources_list()[0]["page"] == 2
     statuses = {Path(r.path).name: r.status for r in again.documents_model.rows}
     assert statuses == {"falcon report.pdf": DOC_INDEXED, "broken.pdf": DOC_FAILED}
+
+
+def test_locked_pdf_asks_for_a_password_then_indexes_and_can_be_removed(make_window, real_embedder, falcon_pdf,
+                                                                         tmp_path, qtbot):
+    import pypdf
+
+    from app.workers import open_collection
+
+    locked = tmp_path / "locked.pdf"
+    writer = pypdf.PdfWriter(clone_from=str(falcon_pdf))
+    writer.encrypt("s3cret")
+    with open(locked, "wb") as f:
+        writer.write(f)
+    window = make_window(embedder=real_embedder)
+    window.add_documents([str(tmp_path)])  # a folder: expanded to the PDFs inside it
+    wait_status(window, qtbot, locked, DOC_FAILED)
+    wait_status(window, qtbot, falcon_pdf, DOC_INDEXED)
+    assert "password" in window.store.document(str(locked)).error.lower()
+
+    window.add_documents([str(locked)], password="s3cret")  # what double-clicking the row leads to
+    wait_status(window, qtbot, locked, DOC_INDEXED)
+    assert window.documents_model.row_for(str(locked)).pages == 3
+
+    window.remove_documents([str(locked)])
+    assert window.documents_model.row_for(str(locked)) is None and window.store.document(str(locked)) is None
+    qtbot.waitUntil(lambda: window.index_worker is None, timeout=TIMEOUT_MS)
+    remaining = [Path(d.path).name for d in open_collection(window.data_dir, real_embedder).documents()]
+    assert remaining == ["falcon report.pdf"]
