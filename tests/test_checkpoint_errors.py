@@ -196,3 +196,19 @@ def test_save_is_atomic_on_failure(good, tmp_path, monkeypatch):
         save_model(lm.model, lm.tokenizer, good)
     assert {p.name: p.read_bytes() for p in good.iterdir()} == before
     assert sorted(p.name for p in good.parent.iterdir()) == ["good"]
+
+
+def test_gguf_missing_metadata(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(tmp_path / "nometa.gguf"), "llama")
+    w.add_embedding_length(32)
+    w.add_head_count(2)
+    w.add_tensor("token_embd.weight", np.ones((2, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ConfigError, match=r"nometa\.gguf: GGUF metadata llama\.\w+ is missing"):
+        load_model(tmp_path / "nometa.gguf")

@@ -116,7 +116,10 @@ class GGUFFile:
     def close(self) -> None:
         mm = getattr(self, "_mm", None)
         if mm is not None:
-            mm.close()
+            try:
+                mm.close()
+            except BufferError:  # a view is still alive (e.g. in a traceback); the GC unmaps it later
+                pass
             self._mm = None
         self._fh.close()
 
@@ -238,6 +241,8 @@ def gguf_config(gf: GGUFFile) -> ModelConfig:
             tie_word_embeddings="output.weight" not in gf.tensors,
         )
     except ConfigError as exc:
+        if str(exc).startswith(str(path)):
+            raise
         raise ConfigError(f"{path}: {exc}") from None
 
 
