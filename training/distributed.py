@@ -22,6 +22,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from astrai_core.errors import ConfigError
+from astrai_core.model import Block
 
 PARALLEL_MODES = ("auto", "none", "ddp", "fsdp")
 
@@ -81,23 +82,30 @@ def shutdown(ctx: DistContext) -> None:
 
 
 def wrap_model(module: nn.Module, ctx: DistContext, mode: str) -> nn.Module:
-    """Return the module the loop calls: the module itself, a DDP wrapper, or the FSDP-sharded module."""
+    """Place ``module`` on this rank's device and return what the loop calls: the module itself, a DDP
+    wrapper, or the module sharded in place by FSDP2.
+
+    Under FSDP the module is sharded *before* it moves: ``fully_shard`` moves one block at a time, so a
+    device never holds more than one unsharded block (the full model only needs to fit in host memory).
+    """
     if mode not in PARALLEL_MODES:
         raise ConfigError(f"parallel={mode!r}; expected one of {PARALLEL_MODES}")
     if mode == "auto":
         mode = "ddp" if ctx.distributed else "none"
     if mode == "none" or not ctx.distributed:
-        return module
+        return module.to(ctx.device)
     if mode == "ddp":
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+        return nn.parallel.DistributedDataParallel(module.to(ctx.device), device_ids=ids)
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
     # Shard each transformer block, then the root (embeddings, final norm, head).
     for sub in module.modules():
-        if type(sub).__name__ == "Block":
-            fully_shard(sub)
-    fully_shard(module)
+        if isinstance(sub, Block):
+            fully_shard(sub, mesh=mesh)
+    fully_shard(module, mesh=mesh)
     return module
 
 

@@ -119,8 +119,8 @@ class Trainer:
         self.config = config
         self.ctx = ctx or DistContext()
         self.strategy = strategy.to(self.ctx.device)
-        self.module = module.to(self.ctx.device)
-        self.model = wrap_model(self.module, self.ctx, config.parallel)
+        self.model = wrap_model(module, self.ctx, config.parallel)  # also moves it to the device
+        self.module = module
         self.optimizer = make_optimizer(self.module, config, self.ctx.device)
         self.train_data = train_data
         self.eval_data = eval_data
