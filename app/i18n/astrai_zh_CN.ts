@@ -72,254 +72,259 @@
 <context>
     <name>MainWindow</name>
     <message>
-        <location filename="../windows/main_window.py" line="181" />
+        <location filename="../windows/main_window.py" line="183" />
         <source>AstrAI — offline assistant</source>
         <translation>AstrAI — 离线助手</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="182" />
+        <location filename="../windows/main_window.py" line="184" />
         <source>Search conversations…</source>
         <translation>搜索对话…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="183" />
-        <location filename="../windows/main_window.py" line="193" />
-        <location filename="../windows/main_window.py" line="370" />
+        <location filename="../windows/main_window.py" line="185" />
+        <location filename="../windows/main_window.py" line="195" />
+        <location filename="../windows/main_window.py" line="374" />
         <source>New chat</source>
         <translation>新对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="184" />
+        <location filename="../windows/main_window.py" line="186" />
         <source>Documents:</source>
         <translation>文档：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="185" />
+        <location filename="../windows/main_window.py" line="187" />
         <source>all documents</source>
         <translation>全部文档</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="186" />
+        <location filename="../windows/main_window.py" line="188" />
         <source>none</source>
         <translation>不使用</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="187" />
+        <location filename="../windows/main_window.py" line="189" />
         <source>chosen documents</source>
         <translation>选定的文档</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="188" />
+        <location filename="../windows/main_window.py" line="190" />
         <source>Choose…</source>
         <translation>选择…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="189" />
+        <location filename="../windows/main_window.py" line="191" />
         <source>Ask anything — Enter sends, Shift+Enter adds a line</source>
         <translation>输入问题 — Enter 发送，Shift+Enter 换行</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="190" />
+        <location filename="../windows/main_window.py" line="192" />
         <source>Editing an earlier message: sending replaces it and the answers after it.</source>
         <translation>正在编辑之前的消息：发送后将替换它以及之后的回答。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="191" />
+        <location filename="../windows/main_window.py" line="193" />
         <source>&amp;File</source>
         <translation>文件(&amp;F)</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="194" />
+        <location filename="../windows/main_window.py" line="196" />
         <source>Add documents…</source>
         <translation>添加文档…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="195" />
+        <location filename="../windows/main_window.py" line="197" />
         <source>Export conversation as Markdown…</source>
         <translation>将对话导出为 Markdown…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="196" />
+        <location filename="../windows/main_window.py" line="198" />
         <source>Settings…</source>
         <translation>设置…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="197" />
+        <location filename="../windows/main_window.py" line="199" />
         <source>Quit</source>
         <translation>退出</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="294" />
+        <location filename="../windows/main_window.py" line="297" />
         <source>The model could not be loaded: {error}</source>
         <translation>无法加载模型：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="296" />
+        <location filename="../windows/main_window.py" line="299" />
         <source>The document embedder could not be loaded: {error}</source>
         <translation>无法加载文档嵌入模型：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="301" />
+        <location filename="../windows/main_window.py" line="304" />
         <source>Loading the model…</source>
         <translation>正在加载模型…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="303" />
+        <location filename="../windows/main_window.py" line="307" />
         <source>Model: {name}</source>
         <translation>模型：{name}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="305" />
+        <location filename="../windows/main_window.py" line="309" />
         <source>Loading the document embedder…</source>
         <translation>正在加载文档嵌入模型…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="308" />
+        <location filename="../windows/main_window.py" line="312" />
         <source>Indexing {count} document(s)…</source>
         <translation>正在索引 {count} 个文档…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="337" />
+        <location filename="../windows/main_window.py" line="341" />
         <source>No model found: choose a model folder or GGUF file in &lt;a href="settings"&gt;Settings&lt;/a&gt;.</source>
         <translation>未找到模型：请在&lt;a href="settings"&gt;设置&lt;/a&gt;中选择模型文件夹或 GGUF 文件。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="340" />
+        <location filename="../windows/main_window.py" line="344" />
         <source>No font for Chinese text was found, so Chinese may show as empty boxes. Install Noto Sans CJK (Debian/Ubuntu: fonts-noto-cjk) or copy a .ttf/.otf font into {folder} and restart.</source>
         <translation>未找到中文字体，中文可能显示为方框。请安装 Noto Sans CJK（Debian/Ubuntu：fonts-noto-cjk），或把 .ttf/.otf 字体复制到 {folder} 后重启。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="421" />
+        <location filename="../windows/main_window.py" line="424" />
         <source>Rename…</source>
         <translation>重命名…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="422" />
+        <location filename="../windows/main_window.py" line="425" />
         <source>Export as Markdown…</source>
         <translation>导出为 Markdown…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="423" />
+        <location filename="../windows/main_window.py" line="426" />
         <source>Delete</source>
         <translation>删除</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="426" />
+        <location filename="../windows/main_window.py" line="429" />
         <source>Rename conversation</source>
         <translation>重命名对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="426" />
+        <location filename="../windows/main_window.py" line="429" />
         <source>Title:</source>
         <translation>标题：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="433" />
+        <location filename="../windows/main_window.py" line="436" />
         <source>Delete conversation</source>
         <translation>删除对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="434" />
+        <location filename="../windows/main_window.py" line="437" />
         <source>Delete “{title}”?</source>
         <translation>删除“{title}”？</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="552" />
+        <location filename="../windows/main_window.py" line="556" />
         <source>Waiting for the model to load…</source>
         <translation>等待模型加载…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="553" />
+        <location filename="../windows/main_window.py" line="557" />
         <source>Waiting for the document embedder to load…</source>
         <translation>等待文档嵌入模型加载…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="592" />
+        <location filename="../windows/main_window.py" line="597" />
         <source>(stopped)</source>
         <translation>（已停止）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="600" />
+        <location filename="../windows/main_window.py" line="599" />
+        <source>(no relevant passage found)</source>
+        <translation>（未找到相关段落）</translation>
+    </message>
+    <message>
+        <location filename="../windows/main_window.py" line="607" />
         <source>The answer failed: {error}</source>
         <translation>回答失败：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="614" />
+        <location filename="../windows/main_window.py" line="621" />
         <source>Stop</source>
         <translation>停止</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="614" />
+        <location filename="../windows/main_window.py" line="621" />
         <source>Send</source>
         <translation>发送</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="615" />
+        <location filename="../windows/main_window.py" line="622" />
         <source>Stop the answer (Esc)</source>
         <translation>停止回答（Esc）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="615" />
+        <location filename="../windows/main_window.py" line="622" />
         <source>Send (Enter)</source>
         <translation>发送（Enter）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="632" />
+        <location filename="../windows/main_window.py" line="639" />
         <source>You</source>
         <translation>你</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="632" />
+        <location filename="../windows/main_window.py" line="639" />
         <source>AstrAI</source>
         <translation>AstrAI</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="632" />
+        <location filename="../windows/main_window.py" line="639" />
         <source>Sources</source>
         <translation>来源</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="638" />
+        <location filename="../windows/main_window.py" line="645" />
         <source>Export conversation</source>
         <translation>导出对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="639" />
+        <location filename="../windows/main_window.py" line="646" />
         <source>Markdown (*.md)</source>
         <translation>Markdown (*.md)</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="644" />
+        <location filename="../windows/main_window.py" line="651" />
         <source>Could not write {path}: {error}</source>
         <translation>无法写入 {path}：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="694" />
+        <location filename="../windows/main_window.py" line="701" />
         <source>Indexing failed: {error}</source>
         <translation>索引失败：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="720" />
+        <location filename="../windows/main_window.py" line="727" />
         <source>Password</source>
         <translation>密码</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="721" />
+        <location filename="../windows/main_window.py" line="728" />
         <source>Password for {name}:</source>
         <translation>{name} 的密码：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="728" />
+        <location filename="../windows/main_window.py" line="735" />
         <source>Add documents</source>
         <translation>添加文档</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="729" />
+        <location filename="../windows/main_window.py" line="736" />
         <source>Documents ({patterns})</source>
         <translation>文档 ({patterns})</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="734" />
+        <location filename="../windows/main_window.py" line="741" />
         <source>Add a folder of documents</source>
         <translation>添加文档文件夹</translation>
     </message>

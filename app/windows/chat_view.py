@@ -234,12 +234,15 @@ class ChatView(QWidget):
         self._stick_to_bottom = True
 
     # ---- streaming ---------------------------------------------------------------------------
-    def begin_stream(self) -> MessageWidget:
+    def begin_stream(self, text: str = "") -> MessageWidget:
+        """Add the bubble the answer streams into (``text``: what already arrived, when re-opened)."""
         w = MessageWidget(None, "assistant", self.container)
         w.copy_button.setEnabled(False)
         self._insert(w)
         self.streaming = w
-        self._stream_text = ""
+        self._stream_text = text
+        if text:
+            w.body.set_markdown(text)
         self._update_regenerate()
         return w
 
@@ -247,9 +250,6 @@ class ChatView(QWidget):
         self._stream_text += delta
         if not self._render_timer.isActive():
             self._render_timer.start()
-
-    def stream_text(self) -> str:
-        return self._stream_text
 
     def _render_stream(self) -> None:
         if self.streaming is not None:

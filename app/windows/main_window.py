@@ -61,6 +61,8 @@ class MainWindow(QMainWindow):
         self._editing: Message | None = None
         self._finished_result: TurnResult | None = None
         self._model_load_id = 0
+        self._turn_text = ""  # the answer streamed so far (survives switching conversations)
+        self._model_path: Path | None = None
         self._index_queue: list[IndexOp] = []
         self.index_worker: GeneratorWorker | None = None
         self._index_cancel = threading.Event()
@@ -251,6 +253,7 @@ class MainWindow(QMainWindow):
             self._show_banner("no_model", str(exc))
             return
         self._hide_banner("no_model")
+        self._model_path = Path(path)
         self._loading.add("model")
         self._model_load_id += 1
         w = GeneratorWorker(load_model_job, path, self.settings)
@@ -300,7 +303,8 @@ class MainWindow(QMainWindow):
         if "model" in self._loading:
             parts.append(self.tr("Loading the model…"))
         elif self.engine is not None:
-            parts.append(self.tr("Model: {name}").format(name=_model_name(self.engine, self.settings)))
+            name = self._model_path.name if self._model_path else "AstrAI"
+            parts.append(self.tr("Model: {name}").format(name=name))
         if "embedder" in self._loading:
             parts.append(self.tr("Loading the document embedder…"))
         busy = [r for r in self.documents_model.rows if r.status in (DOC_QUEUED, DOC_INDEXING)]
@@ -386,8 +390,7 @@ class MainWindow(QMainWindow):
         self._cancel_edit()
         self.chat.set_messages(self.store.messages(conversation_id) if self.current else [])
         if self.current is not None and self._turn_conversation == self.current.id:
-            self.chat.begin_stream()
-            self.chat.append_delta("")
+            self.chat.begin_stream(self._turn_text)  # came back to the conversation that is streaming
         self._show_scope()
         self.reload_conversations(conversation_id)
 
@@ -525,6 +528,7 @@ class MainWindow(QMainWindow):
         doc_paths = self._documents_for(conv)
         request = TurnRequest(history, messages[-1].content, doc_paths if doc_paths else None)
         self._pending = (conversation_id, request, bool(doc_paths))
+        self._turn_text = ""
         self.chat.begin_stream()
         self._turn_conversation = conversation_id
         self._update_send_button()
@@ -569,6 +573,7 @@ class MainWindow(QMainWindow):
         self.pool.start(worker)
 
     def _on_delta(self, delta: str) -> None:
+        self._turn_text += delta
         self.chat.append_delta(delta)
         self.answer_delta.emit(delta)
 
@@ -583,13 +588,15 @@ class MainWindow(QMainWindow):
             self._update_send_button()
 
     def _on_turn_returned(self, conversation_id: int, result: TurnResult | None) -> None:
-        streamed = self.chat.stream_text()
+        streamed = self._turn_text
         if result is None:  # aborted before the job produced a result
             result = TurnResult(streamed, [], True, cancelled=True)
         message = None
         if result.text.strip() and self.store.conversation(conversation_id) is not None:
             message = self.store.add_message(conversation_id, "assistant", result.text, result.sources)
         note = self.tr("(stopped)") if result.cancelled else ""
+        if not result.found:
+            note = self.tr("(no relevant passage found)")
         if self.current is not None and self.current.id == conversation_id:
             self.chat.end_stream(message, note)
         self.reload_conversations()
@@ -777,11 +784,6 @@ def _default_model_resolver(setting: str) -> Path:
     from astrai_core.assistant import default_model_path
 
     return default_model_path(setting or None)
-
-
-def _model_name(engine: Any, settings: AppSettings) -> str:
-    path = getattr(engine, "path", None) or settings.model_path
-    return Path(str(path)).name if path else "AstrAI"
 
 
 def _alive(obj: Any) -> bool:

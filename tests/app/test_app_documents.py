@@ -78,6 +78,13 @@ def test_drop_a_pdf_index_it_and_answer_with_page_citation(make_window, smollm2_
     start, end = dialog.highlighted
     assert "7412" in dialog.view.toPlainText()[start:end]
 
+    # nothing relevant in the documents: the answer says so instead of guessing
+    with qtbot.waitSignal(window.turn_finished, timeout=TIMEOUT_MS) as blocker:
+        window.send("Which composer wrote the opera Turandot?")
+    assert blocker.args[0].found is False and blocker.args[0].sources == []
+    assert "could not find" in window.chat.widgets[-1].body.markdown()
+    assert window.chat.widgets[-1].note.text() == "(no relevant passage found)"
+
     # a corrupt PDF fails with its reason and changes nothing else
     messages_before = [(m.role, m.content) for m in window.store.messages(window.current.id)]
     broken = tmp_path / "broken.pdf"
@@ -97,7 +104,7 @@ def test_drop_a_pdf_index_it_and_answer_with_page_citation(make_window, smollm2_
     again = make_window(data_dir, engine=smollm2_engine, embedder=real_embedder)
     assert [c.id for c in again.store.conversations()] == [conversation_id]
     again.open_conversation(conversation_id)
-    assert again.chat.widgets[-1].sources_list()[0]["page"] == 2
+    assert again.chat.widgets[1].sources_list()[0]["page"] == 2 and len(again.chat.widgets) == 4
     statuses = {Path(r.path).name: r.status for r in again.documents_model.rows}
     assert statuses == {"falcon report.pdf": DOC_INDEXED, "broken.pdf": DOC_FAILED}
 
