@@ -53,12 +53,15 @@ class LoadedModel:
     format: str  # "astrai", "hf" or "gguf"
 
 
-def read_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+def read_safetensors(path: Path, out_dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, tensor)`` from a ``.safetensors`` file, one freshly read tensor at a time.
 
     Tensors are read with ``readinto`` into their own buffers rather than through a memory map,
     so the process holds each weight once (mapped file pages would count in RSS next to the copy).
-    Every header inconsistency raises :class:`CheckpointError` naming the file.
+    With ``out_dtype`` set, a tensor stored in another dtype is read into one reused scratch buffer
+    and converted into its final buffer, so conversion leaves no freed temporaries behind
+    (those fragment the heap and raise peak RSS). Every header inconsistency raises
+    :class:`CheckpointError` naming the file.
     """
     try:
         fh = open(path, "rb")
@@ -82,25 +85,39 @@ def read_safetensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
             raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
         header.pop("__metadata__", None)
         base = 8 + hlen
+        scratch = torch.empty(0, dtype=torch.uint8)
         for name, info in header.items():
             if not isinstance(info, dict) or info.get("dtype") not in _ST_DTYPES:
                 what = info.get("dtype") if isinstance(info, dict) else info
                 raise CheckpointError(f"{path}: tensor {name!r} has unsupported or missing dtype {what!r}")
             try:
-                dtype = _ST_DTYPES[info["dtype"]]
+                file_dtype = _ST_DTYPES[info["dtype"]]
                 shape = [int(d) for d in info["shape"]]
                 begin, end = (int(o) for o in info["data_offsets"])
             except (KeyError, TypeError, ValueError):
                 raise CheckpointError(f"{path}: corrupt safetensors header entry for {name!r}") from None
-            tensor = torch.empty(shape, dtype=dtype)
-            nbytes = tensor.numel() * tensor.element_size()
+            numel = 1
+            for d in shape:
+                numel *= d
+            nbytes = numel * file_dtype.itemsize
             if end - begin != nbytes or begin < 0:
                 raise CheckpointError(f"{path}: tensor {name!r} declares {end - begin} bytes but shape {shape} needs {nbytes}")
             if base + end > size:
                 raise CheckpointError(f"{path}: truncated safetensors file: tensor {name!r} ends at byte {base + end}, file has {size}")
+            convert = out_dtype is not None and out_dtype != file_dtype
+            if convert:
+                if scratch.numel() < nbytes:
+                    scratch = torch.empty(nbytes, dtype=torch.uint8)
+                raw = scratch[:nbytes]
+            else:
+                tensor = torch.empty(shape, dtype=file_dtype)
+                raw = tensor.view(-1).view(torch.uint8)
             fh.seek(base + begin)
-            if nbytes and fh.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != nbytes:
+            if nbytes and fh.readinto(memoryview(raw.numpy())) != nbytes:
                 raise CheckpointError(f"{path}: short read for tensor {name!r}")
+            if convert:
+                tensor = torch.empty(shape, dtype=out_dtype)
+                tensor.copy_(raw.view(file_dtype).view(shape))
             yield name, tensor
 
 

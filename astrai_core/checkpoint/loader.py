@@ -77,5 +77,5 @@ def load_model(
         config = hf_config(_read_json(path / "config.json"), path / "config.json")
         rename = hf_key
     tokenizer = Tokenizer.from_dir(path)  # before the weights: a bad tokenizer fails fast
-    model = build_model(config, iter_folder_tensors(path), path, dtype, device, rename)
+    model = build_model(config, iter_folder_tensors(path, dtype), path, dtype, device, rename)
     return LoadedModel(model, tokenizer, config, path, fmt)

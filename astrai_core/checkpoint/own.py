@@ -47,10 +47,10 @@ def safetensors_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"{folder}: weights file {WEIGHTS_NAME} (or {INDEX_NAME}) not found")
 
 
-def iter_folder_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor of every weight file in the folder, one at a time."""
+def iter_folder_tensors(folder: Path, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of every weight file in the folder, one at a time (converted to ``dtype`` if set)."""
     for f in safetensors_files(folder):
-        yield from read_safetensors(f)
+        yield from read_safetensors(f, dtype)
 
 
 def save_model(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike[str]) -> Path:
