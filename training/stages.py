@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +164,10 @@ def make_trainer(stage: str, cfg: StageConfig, ctx=None) -> Trainer:
     eval_data = dataset_for(stage, TokenStore(cfg.eval_data), cfg.seq_len) if cfg.eval_data else held_out
     if len(train) == 0:
         raise ConfigError(f"{cfg.train_data}: no usable samples at seq_len={cfg.seq_len}")
+    skipped = getattr(data, "skipped", 0)
+    if skipped and (ctx is None or ctx.is_main):
+        print(f"[{stage}] {skipped} of {skipped + len(data)} samples skipped: their prompt fills seq_len={cfg.seq_len}",
+              file=sys.stderr)
     out = Path(cfg.out_dir)
     callbacks = [MetricsLogger(out / "metrics.jsonl", cfg.log_every), ProgressBar(cfg.progress),
                  LossCurve(out / "metrics.jsonl", out / "loss.png")]
