@@ -156,6 +156,7 @@ def build_strategy(stage: str, cfg: StageConfig, model: Transformer) -> tuple[St
 
 def make_trainer(stage: str, cfg: StageConfig, ctx=None) -> Trainer:
     """Everything :func:`run_stage` builds, without running it (for tests and custom loops)."""
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_model(cfg)
     strategy, module = build_strategy(stage, cfg, model)
