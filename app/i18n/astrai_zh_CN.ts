@@ -84,7 +84,7 @@
     <message>
         <location filename="../windows/main_window.py" line="185" />
         <location filename="../windows/main_window.py" line="195" />
-        <location filename="../windows/main_window.py" line="374" />
+        <location filename="../windows/main_window.py" line="376" />
         <source>New chat</source>
         <translation>新对话</translation>
     </message>
@@ -149,182 +149,187 @@
         <translation>退出</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="297" />
+        <location filename="../windows/main_window.py" line="299" />
         <source>The model could not be loaded: {error}</source>
         <translation>无法加载模型：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="299" />
+        <location filename="../windows/main_window.py" line="301" />
         <source>The document embedder could not be loaded: {error}</source>
         <translation>无法加载文档嵌入模型：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="304" />
+        <location filename="../windows/main_window.py" line="306" />
         <source>Loading the model…</source>
         <translation>正在加载模型…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="307" />
+        <location filename="../windows/main_window.py" line="309" />
         <source>Model: {name}</source>
         <translation>模型：{name}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="309" />
+        <location filename="../windows/main_window.py" line="311" />
         <source>Loading the document embedder…</source>
         <translation>正在加载文档嵌入模型…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="312" />
+        <location filename="../windows/main_window.py" line="314" />
         <source>Indexing {count} document(s)…</source>
         <translation>正在索引 {count} 个文档…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="341" />
+        <location filename="../windows/main_window.py" line="343" />
         <source>No model found: choose a model folder or GGUF file in &lt;a href="settings"&gt;Settings&lt;/a&gt;.</source>
         <translation>未找到模型：请在&lt;a href="settings"&gt;设置&lt;/a&gt;中选择模型文件夹或 GGUF 文件。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="344" />
+        <location filename="../windows/main_window.py" line="346" />
         <source>No font for Chinese text was found, so Chinese may show as empty boxes. Install Noto Sans CJK (Debian/Ubuntu: fonts-noto-cjk) or copy a .ttf/.otf font into {folder} and restart.</source>
         <translation>未找到中文字体，中文可能显示为方框。请安装 Noto Sans CJK（Debian/Ubuntu：fonts-noto-cjk），或把 .ttf/.otf 字体复制到 {folder} 后重启。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="424" />
+        <location filename="../windows/main_window.py" line="426" />
         <source>Rename…</source>
         <translation>重命名…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="425" />
+        <location filename="../windows/main_window.py" line="427" />
         <source>Export as Markdown…</source>
         <translation>导出为 Markdown…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="426" />
+        <location filename="../windows/main_window.py" line="428" />
         <source>Delete</source>
         <translation>删除</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="429" />
+        <location filename="../windows/main_window.py" line="431" />
         <source>Rename conversation</source>
         <translation>重命名对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="429" />
+        <location filename="../windows/main_window.py" line="431" />
         <source>Title:</source>
         <translation>标题：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="436" />
+        <location filename="../windows/main_window.py" line="438" />
         <source>Delete conversation</source>
         <translation>删除对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="437" />
+        <location filename="../windows/main_window.py" line="439" />
         <source>Delete “{title}”?</source>
         <translation>删除“{title}”？</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="556" />
+        <location filename="../windows/main_window.py" line="555" />
+        <source>Waiting for a model (see Settings)…</source>
+        <translation>等待选择模型（见设置）…</translation>
+    </message>
+    <message>
+        <location filename="../windows/main_window.py" line="563" />
         <source>Waiting for the model to load…</source>
         <translation>等待模型加载…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="557" />
+        <location filename="../windows/main_window.py" line="564" />
         <source>Waiting for the document embedder to load…</source>
         <translation>等待文档嵌入模型加载…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="597" />
+        <location filename="../windows/main_window.py" line="604" />
         <source>(stopped)</source>
         <translation>（已停止）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="599" />
+        <location filename="../windows/main_window.py" line="606" />
         <source>(no relevant passage found)</source>
         <translation>（未找到相关段落）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="607" />
+        <location filename="../windows/main_window.py" line="614" />
         <source>The answer failed: {error}</source>
         <translation>回答失败：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="621" />
+        <location filename="../windows/main_window.py" line="628" />
         <source>Stop</source>
         <translation>停止</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="621" />
+        <location filename="../windows/main_window.py" line="628" />
         <source>Send</source>
         <translation>发送</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="622" />
+        <location filename="../windows/main_window.py" line="629" />
         <source>Stop the answer (Esc)</source>
         <translation>停止回答（Esc）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="622" />
+        <location filename="../windows/main_window.py" line="629" />
         <source>Send (Enter)</source>
         <translation>发送（Enter）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="639" />
+        <location filename="../windows/main_window.py" line="646" />
         <source>You</source>
         <translation>你</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="639" />
+        <location filename="../windows/main_window.py" line="646" />
         <source>AstrAI</source>
         <translation>AstrAI</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="639" />
+        <location filename="../windows/main_window.py" line="646" />
         <source>Sources</source>
         <translation>来源</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="645" />
+        <location filename="../windows/main_window.py" line="652" />
         <source>Export conversation</source>
         <translation>导出对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="646" />
+        <location filename="../windows/main_window.py" line="653" />
         <source>Markdown (*.md)</source>
         <translation>Markdown (*.md)</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="651" />
+        <location filename="../windows/main_window.py" line="658" />
         <source>Could not write {path}: {error}</source>
         <translation>无法写入 {path}：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="701" />
+        <location filename="../windows/main_window.py" line="708" />
         <source>Indexing failed: {error}</source>
         <translation>索引失败：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="727" />
+        <location filename="../windows/main_window.py" line="734" />
         <source>Password</source>
         <translation>密码</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="728" />
+        <location filename="../windows/main_window.py" line="735" />
         <source>Password for {name}:</source>
         <translation>{name} 的密码：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="735" />
+        <location filename="../windows/main_window.py" line="742" />
         <source>Add documents</source>
         <translation>添加文档</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="736" />
+        <location filename="../windows/main_window.py" line="743" />
         <source>Documents ({patterns})</source>
         <translation>文档 ({patterns})</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="741" />
+        <location filename="../windows/main_window.py" line="748" />
         <source>Add a folder of documents</source>
         <translation>添加文档文件夹</translation>
     </message>

@@ -293,6 +293,8 @@ class MainWindow(QMainWindow):
     def _on_load_failed(self, what: str, exc: BaseException) -> None:
         self._loading.discard(what)
         self._update_status()
+        if self._pending is not None and (what == "model" or self._pending[2]):
+            self.stop()  # the waiting question stays in the conversation; Regenerate retries it
         if what == "model":
             self.show_error(self.tr("The model could not be loaded: {error}").format(error=exc))
         else:
@@ -469,7 +471,8 @@ class MainWindow(QMainWindow):
     # ---- chatting ----------------------------------------------------------------------------
     @property
     def generating(self) -> bool:
-        return self.chat_worker is not None
+        """An answer is streaming or waiting for the model to load."""
+        return self.chat_worker is not None or self._pending is not None
 
     def _send_or_stop(self) -> None:
         if self.generating:
@@ -547,6 +550,10 @@ class MainWindow(QMainWindow):
         """Start the waiting turn once the model (and, if it uses documents, the embedder) is ready."""
         if self._pending is None or self.chat_worker is not None:
             return
+        if "no_model" in self._banners:  # nothing will load until the user picks a model
+            if self.chat.streaming is not None:
+                self.chat.streaming.set_note(self.tr("Waiting for a model (see Settings)…"))
+            return
         conversation_id, request, use_docs = self._pending
         if self.engine is None or (use_docs and self.embedder is None):
             if self.engine is None and not self._loading and "no_model" not in self._banners:
@@ -617,7 +624,7 @@ class MainWindow(QMainWindow):
             self.turn_finished.emit(result)  # after clean-up, so listeners see an idle window
 
     def _update_send_button(self) -> None:
-        busy = self.generating or self._pending is not None
+        busy = self.generating
         self.send_button.setText(self.tr("Stop") if busy else self.tr("Send"))
         self.send_button.setToolTip(self.tr("Stop the answer (Esc)") if busy else self.tr("Send (Enter)"))
 
