@@ -31,7 +31,7 @@ from astrai_core.tokenizer import Tokenizer, TokenizerConfig
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCHS = ("llama", "qwen2")
-# Tensor types we load. Values are GGML type ids (ggml.h); names as llama.cpp spells them.
+# Tensor types we load (GGML type names as llama.cpp spells them); gguf.quants dequantizes each.
 SUPPORTED_QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
                     "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 
