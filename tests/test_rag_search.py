@@ -11,6 +11,7 @@ def test_lexical_terms_mix_words_and_bigrams():
 def test_fts_query_quotes_terms():
     assert fts_query('say "hi" 你好') == '"say" OR "hi" OR "你好"'
     assert fts_query("!!!") == ""
+    assert fts_query("What are the options of grep?") == '"options" OR "grep"'  # question words dropped
 
 
 def test_rrf_rewards_agreement():

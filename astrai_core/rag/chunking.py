@@ -65,7 +65,8 @@ def _split_long(text: str, a: int, b: int, tokens: int, max_tokens: int) -> list
 
 def chunk_page(page: Page, count_tokens: CountTokens, max_tokens: int = 256, overlap: int = 48) -> list[Chunk]:
     """Pack whole sentences into chunks of at most ``max_tokens``; consecutive chunks share up to
-    ``overlap`` tokens of trailing sentences so a fact split across a boundary is still found."""
+    ``overlap`` tokens of trailing sentences so a fact split across a boundary is still found.
+    The last chunk may reach 1.25 x ``max_tokens`` when a short tail is folded into it."""
     text = page.text
     spans = sentence_spans(text)
     if not spans:
@@ -86,6 +87,12 @@ def chunk_page(page: Page, count_tokens: CountTokens, max_tokens: int = 256, ove
             total += units[j][2]
             j += 1
         a, b = units[i][0], units[j - 1][1]
+        if j >= len(units) and chunks and total < max_tokens // 4:
+            # A short tail is folded into the previous chunk: a scrap like "[ ] ^|\\ ." embeds close
+            # to every query and would pass the relevance threshold on off-topic questions.
+            prev = chunks.pop()
+            chunks.append(Chunk(page.number, prev.start, b, text[prev.start:b]))
+            break
         chunks.append(Chunk(page.number, a, b, text[a:b]))
         if j >= len(units):
             break

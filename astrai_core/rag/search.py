@@ -13,6 +13,11 @@ from typing import Iterable, Sequence
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff"
 _TOKEN = re.compile(rf"[{_CJK}]+|[^\W{_CJK}]+", re.UNICODE)
 _IS_CJK = re.compile(rf"[{_CJK}]")
+# Question words carry no topic; left in, they let any English passage outrank the right passage
+# in another language (the lexical list then disagrees with the dense one for no reason).
+QUERY_STOPWORDS = frozenset("""a an and are as at be by can could did do does for from how i if in is it its me my
+of on or should so that the their then there these this to was what when where which who whom why will with would
+you your""".split())
 RRF_K = 60  # the constant from Cormack et al.; damps the weight of the very top ranks
 
 
@@ -41,7 +46,7 @@ def fts_document(text: str) -> str:
 
 def fts_query(text: str, max_terms: int = 64) -> str:
     """An FTS5 MATCH expression: any of the query's terms (OR), each quoted as a literal."""
-    terms = list(dict.fromkeys(lexical_terms(text)))[:max_terms]
+    terms = [t for t in dict.fromkeys(lexical_terms(text)) if t not in QUERY_STOPWORDS][:max_terms]
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 

