@@ -101,7 +101,6 @@ def test_stream_answer_yields_the_answer_and_exact_usage(assistant, smollm2_engi
     # the estimate used to check the context is close to the exact count
     prepared = assistant.prepare([], CAPITAL)
     assert abs(prepared.prompt_tokens - exact) <= 3
-    assert assistant.answer([], CAPITAL).text == answer.text  # greedy: the sync path agrees
 
 
 def test_history_and_system_messages_shape_the_prompt(assistant):
@@ -151,7 +150,7 @@ def test_cancel_from_another_thread_stops_the_answer(assistant):
     assert answer.finish_reason == "cancelled"
     assert answer.usage["completion_tokens"] < 400
     # the next turn is not affected by the earlier cancel
-    assert "Paris" in assistant.answer([], CAPITAL).text
+    assert "Paris" in assistant.answer([], CAPITAL, generation=greedy(8)).text
 
 
 class _EmptyCollection:

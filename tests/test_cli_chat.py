@@ -168,3 +168,20 @@ def test_ask_end_to_end_in_a_subprocess(smollm2_gguf, tmp_path):
                 "--data-dir", str(tmp_path), timeout=600)
     assert done.returncode == 0, done.stderr
     assert "Paris" in json.loads(done.stdout)["answer"]
+
+
+def test_the_terminal_uses_the_model_picked_in_the_app_unless_told_otherwise(tmp_path, smollm2_gguf):
+    import sqlite3
+
+    from astrai_core.assistant import load_runtime
+    from astrai_core.errors import CheckpointError
+
+    db = sqlite3.connect(tmp_path / "app.sqlite3")  # what the desktop app's settings table holds
+    db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO settings VALUES ('model_path', ?)", (json.dumps(str(tmp_path / "picked-in-app.gguf")),))
+    db.commit()
+    db.close()
+    with pytest.raises(CheckpointError, match="picked-in-app.gguf"):
+        load_runtime(None, tmp_path)
+    with pytest.raises(CheckpointError, match="given-on-the-command-line.gguf"):
+        load_runtime(tmp_path / "given-on-the-command-line.gguf", tmp_path)

@@ -91,7 +91,7 @@ def test_chat_completion_answers_with_usage(client):
 
 def test_streamed_text_equals_the_non_streamed_text_with_a_seed(client):
     kwargs = dict(model=MODEL_ID, messages=[{"role": "user", "content": "Write a short poem about the sea."}],
-                  temperature=0.9, top_p=0.95, seed=1234, max_tokens=20)
+                  temperature=0.9, top_p=0.95, seed=1234, max_tokens=12)
     whole = client.chat.completions.create(**kwargs)
     stream = client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
     pieces, finish, usage = [], None, None
@@ -167,7 +167,7 @@ def test_ten_concurrent_clients_get_the_same_answers_as_one_at_a_time(server):
         aclient = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
 
         async def ask(q: str, stream: bool) -> str:
-            kwargs = dict(model=MODEL_ID, messages=[{"role": "user", "content": q}], temperature=0, max_tokens=6)
+            kwargs = dict(model=MODEL_ID, messages=[{"role": "user", "content": q}], temperature=0, max_tokens=4)
             if not stream:
                 return (await aclient.chat.completions.create(**kwargs)).choices[0].message.content
             parts = []
@@ -183,7 +183,7 @@ def test_ten_concurrent_clients_get_the_same_answers_as_one_at_a_time(server):
     together = asyncio.run(ask_all())
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
     one_by_one = [client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": q}],
-                                                 temperature=0, max_tokens=6).choices[0].message.content
+                                                 temperature=0, max_tokens=4).choices[0].message.content
                   for q in questions]
     assert together == one_by_one
     assert all(together) and len(set(together)) > 1
