@@ -9,7 +9,8 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
-from app.store import DOC_FAILED, DOC_INDEXED, DOCS_ALL
+from app.settings import AppSettings
+from app.store import DOC_FAILED, DOC_INDEXED, DOCS_ALL, DOCS_SELECTED
 from app.windows.dialogs import SourceDialog
 from app_pdfs import write_pdf
 
@@ -120,7 +121,8 @@ def test_locked_pdf_asks_for_a_password_then_indexes_and_can_be_removed(make_win
     writer.encrypt("s3cret")
     with open(locked, "wb") as f:
         writer.write(f)
-    window = make_window(embedder=real_embedder)
+    # no model here (a missing path, so nothing loads even when a model is shipped): indexing only
+    window = make_window(settings=AppSettings(model_path=str(tmp_path / "no-model")), embedder=real_embedder)
     window.add_documents([str(tmp_path)])  # a folder: expanded to the PDFs inside it
     wait_status(window, qtbot, locked, DOC_FAILED)
     wait_status(window, qtbot, falcon_pdf, DOC_INDEXED)
@@ -129,6 +131,17 @@ def test_locked_pdf_asks_for_a_password_then_indexes_and_can_be_removed(make_win
     window.add_documents([str(locked)], password="s3cret")  # what double-clicking the row leads to
     wait_status(window, qtbot, locked, DOC_INDEXED)
     assert window.documents_model.row_for(str(locked)).pages == 3
+
+    # a conversation limited to chosen documents retrieves from those only
+    window.new_conversation()
+    window.set_conversation_scope(DOCS_SELECTED, [str(falcon_pdf)])
+    window.send("What is the launch code?")  # no model in this test: the turn waits, request is built
+    assert window._pending[1].doc_paths == [str(falcon_pdf)]
+    window.stop()
+    window.set_conversation_scope(DOCS_ALL, None)
+    window.send("What is the launch code?")
+    assert sorted(window._pending[1].doc_paths) == sorted([str(falcon_pdf), str(locked)])
+    window.stop()
 
     window.remove_documents([str(locked)])
     assert window.documents_model.row_for(str(locked)) is None and window.store.document(str(locked)) is None
