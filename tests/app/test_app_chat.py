@@ -138,3 +138,15 @@ def test_conversation_list_new_rename_search_delete_and_export(make_window, fast
 
     window.delete_conversation(first.id)
     assert [c.id for c in window.store.conversations()] == [second.id] and window.chat.widgets == []
+
+
+def test_a_failing_turn_reaches_the_user_as_a_readable_message(make_window, smollm2_engine, fast_settings, qtbot):
+    # max_new_tokens fills the whole 2048-token context: the assistant refuses in the worker thread
+    window = make_window(settings=fast_settings(max_new_tokens=2048), engine=smollm2_engine)
+    with qtbot.waitSignal(window.error_shown, timeout=TURN_TIMEOUT_MS) as blocker:
+        window.send("Hello?")
+    assert "max_new_tokens=2048" in blocker.args[0] and "context" in blocker.args[0]
+    assert "error" in window.banner_kinds() and "max_new_tokens=2048" in window.banner.text()
+    qtbot.waitUntil(lambda: not window.generating)  # the worker ended; the window is usable again
+    assert window.send_button.text() == "Send"
+    assert [m.role for m in window.store.messages(window.current.id)] == ["user"]  # the question is kept
