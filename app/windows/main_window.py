@@ -83,6 +83,7 @@ class MainWindow(QMainWindow):
         # left: conversations
         self.search = QLineEdit()
         self.search.setClearButtonEnabled(True)
+        self.search.setAcceptDrops(False)  # dropped files are documents, wherever they land
         self.search.textChanged.connect(lambda _t: self.reload_conversations())
         self.new_button = QPushButton()
         self.new_button.clicked.connect(self.new_conversation)
