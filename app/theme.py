@@ -6,6 +6,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
 
+_OVERRIDE = "astraiPaletteOverride"  # set on the app while our own palette replaces the platform's
+
+
 def apply_theme(app: QGuiApplication, theme: str) -> None:
     """``theme`` is "system", "light" or "dark".
 
@@ -16,11 +19,14 @@ def apply_theme(app: QGuiApplication, theme: str) -> None:
     wanted = {"dark": Qt.ColorScheme.Dark, "light": Qt.ColorScheme.Light}.get(theme)
     if wanted is None:
         hints.unsetColorScheme()
-        app.setPalette(QPalette())  # back to the platform's palette
+        if app.property(_OVERRIDE):
+            app.setPalette(QPalette())  # an empty palette hands colours back to the platform
+            app.setProperty(_OVERRIDE, False)
         return
     hints.setColorScheme(wanted)
     if hints.colorScheme() != wanted:
         app.setPalette(dark_palette() if wanted == Qt.ColorScheme.Dark else light_palette())
+        app.setProperty(_OVERRIDE, True)
 
 
 def dark_palette() -> QPalette:
