@@ -130,6 +130,8 @@ class TurnResult:
     sources: list[dict] = field(default_factory=list)  # [{"n", "file", "page", "score", "text"}]
     found: bool = True  # False when documents were searched and nothing relevant was found
     cancelled: bool = False
+    completion_tokens: int = 0
+    decode_s: float = 0.0
 
 
 @dataclass
@@ -192,7 +194,9 @@ def chat_job(assistant: Any, request: TurnRequest, collection_opener: Callable[[
     yield from assistant.stream_answer(request.history, request.question, collection, paths=request.doc_paths)
     answer = assistant.last_answer
     return TurnResult(answer.text, answer.source_dicts(), answer.found is not False,
-                      cancelled=answer.finish_reason == "cancelled")
+                      cancelled=answer.finish_reason == "cancelled",
+                      completion_tokens=int(answer.usage.get("completion_tokens", 0)),
+                      decode_s=float(answer.timings.get("decode_s", 0.0)))
 
 
 @dataclass

@@ -72,264 +72,269 @@
 <context>
     <name>MainWindow</name>
     <message>
-        <location filename="../windows/main_window.py" line="183" />
+        <location filename="../windows/main_window.py" line="184" />
         <source>AstrAI — offline assistant</source>
         <translation>AstrAI — 离线助手</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="184" />
+        <location filename="../windows/main_window.py" line="185" />
         <source>Search conversations…</source>
         <translation>搜索对话…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="185" />
-        <location filename="../windows/main_window.py" line="195" />
-        <location filename="../windows/main_window.py" line="376" />
+        <location filename="../windows/main_window.py" line="186" />
+        <location filename="../windows/main_window.py" line="196" />
+        <location filename="../windows/main_window.py" line="377" />
         <source>New chat</source>
         <translation>新对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="186" />
+        <location filename="../windows/main_window.py" line="187" />
         <source>Documents:</source>
         <translation>文档：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="187" />
+        <location filename="../windows/main_window.py" line="188" />
         <source>all documents</source>
         <translation>全部文档</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="188" />
+        <location filename="../windows/main_window.py" line="189" />
         <source>none</source>
         <translation>不使用</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="189" />
+        <location filename="../windows/main_window.py" line="190" />
         <source>chosen documents</source>
         <translation>选定的文档</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="190" />
+        <location filename="../windows/main_window.py" line="191" />
         <source>Choose…</source>
         <translation>选择…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="191" />
+        <location filename="../windows/main_window.py" line="192" />
         <source>Ask anything — Enter sends, Shift+Enter adds a line</source>
         <translation>输入问题 — Enter 发送，Shift+Enter 换行</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="192" />
+        <location filename="../windows/main_window.py" line="193" />
         <source>Editing an earlier message: sending replaces it and the answers after it.</source>
         <translation>正在编辑之前的消息：发送后将替换它以及之后的回答。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="193" />
+        <location filename="../windows/main_window.py" line="194" />
         <source>&amp;File</source>
         <translation>文件(&amp;F)</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="196" />
+        <location filename="../windows/main_window.py" line="197" />
         <source>Add documents…</source>
         <translation>添加文档…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="197" />
+        <location filename="../windows/main_window.py" line="198" />
         <source>Export conversation as Markdown…</source>
         <translation>将对话导出为 Markdown…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="198" />
+        <location filename="../windows/main_window.py" line="199" />
         <source>Settings…</source>
         <translation>设置…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="199" />
+        <location filename="../windows/main_window.py" line="200" />
         <source>Quit</source>
         <translation>退出</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="299" />
+        <location filename="../windows/main_window.py" line="300" />
         <source>The model could not be loaded: {error}</source>
         <translation>无法加载模型：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="301" />
+        <location filename="../windows/main_window.py" line="302" />
         <source>The document embedder could not be loaded: {error}</source>
         <translation>无法加载文档嵌入模型：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="306" />
+        <location filename="../windows/main_window.py" line="307" />
         <source>Loading the model…</source>
         <translation>正在加载模型…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="309" />
+        <location filename="../windows/main_window.py" line="310" />
         <source>Model: {name}</source>
         <translation>模型：{name}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="311" />
+        <location filename="../windows/main_window.py" line="312" />
         <source>Loading the document embedder…</source>
         <translation>正在加载文档嵌入模型…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="314" />
+        <location filename="../windows/main_window.py" line="315" />
         <source>Indexing {count} document(s)…</source>
         <translation>正在索引 {count} 个文档…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="343" />
+        <location filename="../windows/main_window.py" line="344" />
         <source>No model found: choose a model folder or GGUF file in &lt;a href="settings"&gt;Settings&lt;/a&gt;.</source>
         <translation>未找到模型：请在&lt;a href="settings"&gt;设置&lt;/a&gt;中选择模型文件夹或 GGUF 文件。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="346" />
+        <location filename="../windows/main_window.py" line="347" />
         <source>No font for Chinese text was found, so Chinese may show as empty boxes. Install Noto Sans CJK (Debian/Ubuntu: fonts-noto-cjk) or copy a .ttf/.otf font into {folder} and restart.</source>
         <translation>未找到中文字体，中文可能显示为方框。请安装 Noto Sans CJK（Debian/Ubuntu：fonts-noto-cjk），或把 .ttf/.otf 字体复制到 {folder} 后重启。</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="426" />
+        <location filename="../windows/main_window.py" line="427" />
         <source>Rename…</source>
         <translation>重命名…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="427" />
+        <location filename="../windows/main_window.py" line="428" />
         <source>Export as Markdown…</source>
         <translation>导出为 Markdown…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="428" />
+        <location filename="../windows/main_window.py" line="429" />
         <source>Delete</source>
         <translation>删除</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="431" />
+        <location filename="../windows/main_window.py" line="432" />
         <source>Rename conversation</source>
         <translation>重命名对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="431" />
+        <location filename="../windows/main_window.py" line="432" />
         <source>Title:</source>
         <translation>标题：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="438" />
+        <location filename="../windows/main_window.py" line="439" />
         <source>Delete conversation</source>
         <translation>删除对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="439" />
+        <location filename="../windows/main_window.py" line="440" />
         <source>Delete “{title}”?</source>
         <translation>删除“{title}”？</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="555" />
+        <location filename="../windows/main_window.py" line="560" />
         <source>Waiting for a model (see Settings)…</source>
         <translation>等待选择模型（见设置）…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="563" />
+        <location filename="../windows/main_window.py" line="568" />
         <source>Waiting for the model to load…</source>
         <translation>等待模型加载…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="564" />
+        <location filename="../windows/main_window.py" line="569" />
         <source>Waiting for the document embedder to load…</source>
         <translation>等待文档嵌入模型加载…</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="604" />
+        <location filename="../windows/main_window.py" line="609" />
         <source>(stopped)</source>
         <translation>（已停止）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="606" />
+        <location filename="../windows/main_window.py" line="611" />
         <source>(no relevant passage found)</source>
         <translation>（未找到相关段落）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="614" />
+        <location filename="../windows/main_window.py" line="613" />
+        <source>{tokens} tokens, {speed:.1f} tokens/s</source>
+        <translation>{tokens} 个词元，{speed:.1f} 词元/秒</translation>
+    </message>
+    <message>
+        <location filename="../windows/main_window.py" line="622" />
         <source>The answer failed: {error}</source>
         <translation>回答失败：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="628" />
+        <location filename="../windows/main_window.py" line="636" />
         <source>Stop</source>
         <translation>停止</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="628" />
+        <location filename="../windows/main_window.py" line="636" />
         <source>Send</source>
         <translation>发送</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="629" />
+        <location filename="../windows/main_window.py" line="637" />
         <source>Stop the answer (Esc)</source>
         <translation>停止回答（Esc）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="629" />
+        <location filename="../windows/main_window.py" line="637" />
         <source>Send (Enter)</source>
         <translation>发送（Enter）</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="646" />
+        <location filename="../windows/main_window.py" line="654" />
         <source>You</source>
         <translation>你</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="646" />
+        <location filename="../windows/main_window.py" line="654" />
         <source>AstrAI</source>
         <translation>AstrAI</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="646" />
+        <location filename="../windows/main_window.py" line="654" />
         <source>Sources</source>
         <translation>来源</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="652" />
+        <location filename="../windows/main_window.py" line="660" />
         <source>Export conversation</source>
         <translation>导出对话</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="653" />
+        <location filename="../windows/main_window.py" line="661" />
         <source>Markdown (*.md)</source>
         <translation>Markdown (*.md)</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="658" />
+        <location filename="../windows/main_window.py" line="666" />
         <source>Could not write {path}: {error}</source>
         <translation>无法写入 {path}：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="708" />
+        <location filename="../windows/main_window.py" line="716" />
         <source>Indexing failed: {error}</source>
         <translation>索引失败：{error}</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="734" />
+        <location filename="../windows/main_window.py" line="742" />
         <source>Password</source>
         <translation>密码</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="735" />
+        <location filename="../windows/main_window.py" line="743" />
         <source>Password for {name}:</source>
         <translation>{name} 的密码：</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="742" />
+        <location filename="../windows/main_window.py" line="750" />
         <source>Add documents</source>
         <translation>添加文档</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="743" />
+        <location filename="../windows/main_window.py" line="751" />
         <source>Documents ({patterns})</source>
         <translation>文档 ({patterns})</translation>
     </message>
     <message>
-        <location filename="../windows/main_window.py" line="748" />
+        <location filename="../windows/main_window.py" line="756" />
         <source>Add a folder of documents</source>
         <translation>添加文档文件夹</translation>
     </message>

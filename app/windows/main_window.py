@@ -489,14 +489,18 @@ class MainWindow(QMainWindow):
         if self.current is None:
             self.new_conversation()
         conv = self.current
-        if self._editing is not None:
+        edited = self._editing is not None
+        if edited:
             self.store.delete_messages_from(conv.id, self._editing.id)
             self._cancel_edit()
         if not conv.title:
             self.rename_conversation(conv.id, _title_from(text))
-        self.store.add_message(conv.id, "user", text)
+        message = self.store.add_message(conv.id, "user", text)
         self.input.clear()
-        self.chat.set_messages(self.store.messages(conv.id))
+        if edited:  # later messages are gone: redraw; otherwise just append (long chats stay cheap)
+            self.chat.set_messages(self.store.messages(conv.id))
+        else:
+            self.chat.add_message(message)
         self._start_turn(conv.id)
         return True
 
@@ -605,6 +609,9 @@ class MainWindow(QMainWindow):
         note = self.tr("(stopped)") if result.cancelled else ""
         if not result.found:
             note = self.tr("(no relevant passage found)")
+        if result.completion_tokens and result.decode_s > 0:
+            self.statusBar().showMessage(self.tr("{tokens} tokens, {speed:.1f} tokens/s").format(
+                tokens=result.completion_tokens, speed=result.completion_tokens / result.decode_s), 15_000)
         if self.current is not None and self.current.id == conversation_id:
             self.chat.end_stream(message, note)
         self.reload_conversations()

@@ -35,6 +35,7 @@ def test_answer_streams_into_the_window_and_is_saved(make_window, smollm2_engine
     assert window.chat.widgets[-1].body.markdown() == result.text  # rendered in the chat view
     assert window.conv_list.currentItem().text().startswith("What is the capital")  # titled from the question
     assert window.send_button.text() == "Send" and not window.generating
+    assert "tokens/s" in window.statusBar().currentMessage()  # speed of the answer, from the engine's timings
 
 
 def test_shift_enter_inserts_a_newline_instead_of_sending(make_window, smollm2_engine, qtbot):
