@@ -28,7 +28,7 @@ def test_chunks_respect_budget_offsets_and_overlap():
     for c in chunks:
         assert c.page == 3
         assert text[c.start:c.end] == c.text  # offsets point at the exact passage
-        assert words([c.text])[0] <= (60 if c is not chunks[-1] else 75)
+        assert words([c.text])[0] <= 75
     # consecutive chunks overlap (or touch), never leave a gap of text
     for a, b in zip(chunks, chunks[1:]):
         assert b.start > a.start
@@ -47,3 +47,10 @@ def test_short_tail_is_folded_into_previous_chunk():
     text = "one two three four five six seven eight nine ten. " * 6 + "Tail."
     chunks = chunk_page(Page(1, text), words, max_tokens=30, overlap=0)
     assert chunks[-1].text.endswith("Tail.") and words([chunks[-1].text])[0] > 2
+
+
+def test_no_scrap_chunks_between_long_sentences():
+    long = "word " * 55
+    text = f"{long}. |. {long}. ok. {long}."
+    chunks = chunk_page(Page(1, text), words, max_tokens=60, overlap=10)
+    assert all(words([c.text])[0] >= 8 for c in chunks), [c.text[:20] for c in chunks]

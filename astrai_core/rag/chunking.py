@@ -66,7 +66,7 @@ def _split_long(text: str, a: int, b: int, tokens: int, max_tokens: int) -> list
 def chunk_page(page: Page, count_tokens: CountTokens, max_tokens: int = 256, overlap: int = 48) -> list[Chunk]:
     """Pack whole sentences into chunks of at most ``max_tokens``; consecutive chunks share up to
     ``overlap`` tokens of trailing sentences so a fact split across a boundary is still found.
-    The last chunk may reach 1.25 x ``max_tokens`` when a short tail is folded into it."""
+    A chunk may reach 1.25 x ``max_tokens`` when a short tail or scrap is folded into it."""
     text = page.text
     spans = sentence_spans(text)
     if not spans:
@@ -80,6 +80,7 @@ def chunk_page(page: Page, count_tokens: CountTokens, max_tokens: int = 256, ove
         else:
             units.append((a, b, n))
     chunks: list[Chunk] = []
+    sizes: list[int] = []
     i = 0
     while i < len(units):
         j, total = i, 0
@@ -93,12 +94,20 @@ def chunk_page(page: Page, count_tokens: CountTokens, max_tokens: int = 256, ove
             prev = chunks.pop()
             chunks.append(Chunk(page.number, prev.start, b, text[prev.start:b]))
             break
-        chunks.append(Chunk(page.number, a, b, text[a:b]))
+        if chunks and total < max_tokens // 8 and sizes[-1] + total <= max_tokens * 5 // 4:
+            prev = chunks.pop()  # a scrap squeezed between long sentences joins its predecessor
+            sizes[-1] += total
+            chunks.append(Chunk(page.number, prev.start, b, text[prev.start:b]))
+        else:
+            chunks.append(Chunk(page.number, a, b, text[a:b]))
+            sizes.append(total)
         if j >= len(units):
             break
         # Start the next chunk a few sentences back (the overlap), but always move forward.
         k, back = j, 0
-        while k - 1 > i and back + units[k - 1][2] <= overlap:
+        # Back up only as far as still leaves room for the next new sentence: otherwise the overlap
+        # alone would become a chunk (seen as a 2-character "|." chunk before a long table row).
+        while k - 1 > i and back + units[k - 1][2] <= overlap and back + units[k - 1][2] + units[j][2] <= max_tokens:
             k -= 1
             back += units[k][2]
         i = k
