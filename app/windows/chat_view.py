@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer, Signal
@@ -144,7 +145,7 @@ class MessageWidget(QFrame):
         if not self._sources:
             return ""
         links = " &nbsp; ".join(
-            f'<a href="{i}">{_html_escape(source_label(s))}</a>' for i, s in enumerate(self._sources))
+            f'<a href="{i}">{html.escape(source_label(s))}</a>' for i, s in enumerate(self._sources))
         label = self.tr("Sources:")
         return f"{label} {links}"
 
@@ -155,9 +156,6 @@ class MessageWidget(QFrame):
         self.note.setText(text)
         self.note.setVisible(bool(text))
 
-
-def _html_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 class ChatInput(QPlainTextEdit):

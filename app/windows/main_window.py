@@ -7,6 +7,7 @@ thread, so the window stays responsive while a model loads, an answer streams or
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from pathlib import Path
@@ -342,13 +343,13 @@ class MainWindow(QMainWindow):
         for kind, detail in self._banners.items():
             if kind == "no_model":
                 text = self.tr("No model found: choose a model folder or GGUF file in "
-                               "<a href=\"settings\">Settings</a>.") + f" <small>({_html_escape(detail)})</small>"
+                               "<a href=\"settings\">Settings</a>.") + f" <small>({html.escape(detail)})</small>"
             elif kind == "no_cjk_font":
                 text = self.tr("No font for Chinese text was found, so Chinese may show as empty boxes. Install "
                                "Noto Sans CJK (Debian/Ubuntu: fonts-noto-cjk) or copy a .ttf/.otf font into {folder} "
-                               "and restart.").format(folder=_html_escape(detail))
+                               "and restart.").format(folder=html.escape(detail))
             else:
-                text = _html_escape(detail)
+                text = html.escape(detail)
             lines.append(f'{text} &nbsp;<a href="close:{kind}">✕</a>')
         self.banner.setText("<br>".join(lines))
         self.banner.setVisible(bool(lines))
@@ -815,7 +816,4 @@ def _title_from(text: str, limit: int = 40) -> str:
 def _safe_filename(title: str) -> str:
     return "".join(ch if ch.isalnum() or ch in " -_" else "_" for ch in title).strip() or "conversation"
 
-
-def _html_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
