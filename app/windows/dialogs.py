@@ -63,7 +63,12 @@ class SettingsDialog(QDialog):
         form.addRow(self.tr("Sources per answer"), self.num_sources)
         self.embedder = QLineEdit(settings.embedder)
         self.embedder.setPlaceholderText(self.tr("the bundled embedder"))
-        form.addRow(self.tr("Embedder"), self.embedder)
+        pick_embedder = QPushButton(self.tr("Folder…"))
+        pick_embedder.clicked.connect(self._pick_embedder)
+        embedder_row = QHBoxLayout()
+        embedder_row.addWidget(self.embedder, 1)
+        embedder_row.addWidget(pick_embedder)
+        form.addRow(self.tr("Embedder"), embedder_row)
         self.language = self._combo(LANGUAGES, settings.language, {
             "system": self.tr("follow the system"), "en": "English", "zh_CN": "简体中文"})
         form.addRow(self.tr("Language"), self.language)
@@ -90,6 +95,11 @@ class SettingsDialog(QDialog):
         path = QFileDialog.getExistingDirectory(self, self.tr("Choose a model folder"))
         if path:
             self.model_path.setText(path)
+
+    def _pick_embedder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, self.tr("Choose a sentence-transformers folder"))
+        if path:
+            self.embedder.setText(path)
 
     def _pick_model_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, self.tr("Choose a GGUF file"), "", self.tr("GGUF models (*.gguf)"))
