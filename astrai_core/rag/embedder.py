@@ -40,8 +40,13 @@ class Embedder:
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.max_tokens = int(self.model.max_seq_length)
-        # The Rust tokenizer directly: no "longer than the maximum length" warnings when sizing text.
-        self._tokenizer = self.model.tokenizer.backend_tokenizer
+        # A private copy of the Rust tokenizer for sizing text: the shared one gets padding and
+        # truncation switched on by every encode() call, which would make all counts equal.
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_str(self.model.tokenizer.backend_tokenizer.to_str())
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
 
     def encode(self, texts: Sequence[str], kind: str = "passage") -> np.ndarray:
         """L2-normalised float32 vectors, shape (len(texts), dim); ``kind`` is "passage" or "query"."""
