@@ -9,9 +9,11 @@ real Linux bundle with PyInstaller and runs its self-test:
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import platform
+import shutil
 import stat
 import subprocess
 import sys
@@ -173,6 +175,21 @@ def test_desktop_entry_installs_with_absolute_paths(tmp_path):
     assert f'Exec="{app_dir}/AstrAI"' in installed
     assert f"Icon={app_dir}/astrai.svg" in installed
     assert (app_dir / "astrai.svg").read_text() == "<svg/>"
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or not shutil.which("strip"), reason="GNU strip on Linux")
+def test_strip_torch_libs_keeps_them_loadable(tmp_path):
+    lib_dir = tmp_path / "AstrAI" / "_internal" / "torch" / "lib"
+    lib_dir.mkdir(parents=True)
+    lib = lib_dir / "libc10.so"
+    shutil.copy2(_site_package("torch") / "lib" / "libc10.so", lib)
+    size = lib.stat().st_size
+
+    saved = bi.strip_torch_libs(tmp_path / "AstrAI")
+
+    assert saved == size - lib.stat().st_size > 0
+    ctypes.CDLL(str(lib))  # still a valid shared library
+    assert bi.strip_torch_libs(tmp_path / "elsewhere") == 0
 
 
 def test_desktop_entry_without_an_icon_has_no_icon_line():
