@@ -11,6 +11,7 @@ This is the one module of the app that calls into ``astrai_core``'s engine and r
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from app.settings import AppSettings
 
 
 REPETITION_PENALTY = 1.1
+WORKER_NICENESS = 5  # how far below the GUI thread the workers run
 
 
 class GeneratorWorker(QThread):
@@ -58,6 +60,7 @@ class GeneratorWorker(QThread):
             self._on_abort()
 
     def run(self) -> None:  # runs on the worker thread
+        self._yield_cpu_to_the_gui()
         try:
             gen = self._func(*self._args, **self._kwargs)
             while True:
@@ -75,6 +78,20 @@ class GeneratorWorker(QThread):
             self.errored.emit(exc)
         finally:
             self.done.emit()
+
+
+    def _yield_cpu_to_the_gui(self) -> None:
+        """Run this thread (and the torch/tokenizer threads it starts) a little below the GUI thread.
+
+        On a busy machine the GUI thread then wins the CPU whenever it has work, so the window stays
+        responsive; when the GUI is idle the workers still get every core. Linux niceness is per
+        thread and inherited by threads created later; elsewhere Qt's thread priority is used.
+        """
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICENESS))
+        except (AttributeError, OSError):  # no per-thread niceness (Windows, macOS): ask Qt instead
+            self.setPriority(QThread.Priority.LowPriority)
 
 
 class WorkerPool:

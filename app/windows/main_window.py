@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
         self._editing: Message | None = None
         self._finished_result: TurnResult | None = None
         self._model_load_id = 0
+        self._shut_down = False
         self._turn_text = ""  # the answer streamed so far (survives switching conversations)
         self._model_path: Path | None = None
         self._index_queue: list[IndexOp] = []
@@ -238,6 +239,7 @@ class MainWindow(QMainWindow):
         Returns the number of workers that could not be stopped in time (a model still loading).
         """
         self._index_cancel.set()
+        self._shut_down = True  # reports still queued from the workers are dropped from now on
         return self.pool.stop_all()
 
     # ---- loading the model and the embedder ----------------------------------------------------
@@ -601,6 +603,8 @@ class MainWindow(QMainWindow):
             self._update_send_button()
 
     def _on_turn_returned(self, conversation_id: int, result: TurnResult | None) -> None:
+        if self._shut_down:  # closing: the partial answer is dropped, as documented
+            return
         streamed = self._turn_text
         if result is None:  # aborted before the job produced a result
             result = TurnResult(streamed, [], True, cancelled=True)
@@ -720,7 +724,7 @@ class MainWindow(QMainWindow):
         self.pool.start(worker)
 
     def _on_index_event(self, ev: IndexEvent | None) -> None:
-        if ev is None:  # the job's own yields only mark points where it may be aborted
+        if ev is None or self._shut_down:  # None: the job's own yields only mark abort points
             return
         if self.store.document(ev.path) is None:  # removed while it was indexing
             return
@@ -736,6 +740,8 @@ class MainWindow(QMainWindow):
 
     def _on_index_done(self) -> None:
         self.index_worker = None
+        if self._shut_down:
+            return
         self._update_status()
         self._kick_indexer()
 
