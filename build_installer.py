@@ -59,8 +59,10 @@ PRUNED_SUBPACKAGES = (
 TEST_DIR_NAMES = ("tests", "test")
 # Collected files (destination paths inside the bundle) never needed at run time; matched against data
 # files and binaries alike (torch's C++ test programs under torch/test and torch/bin are "binaries").
+# torch/bin/torch_shm_manager stays: `import torch` checks that it exists.
 DROPPED_FILES = (
-    "torch/test/*", "torch/bin/*", "torch/include/*", "torch/share/*", "*.pyi", "*.h", "*.hpp", "*.cuh",
+    "torch/test/*", "torch/bin/test_*", "torch/bin/*StoreTest", "torch/bin/protoc*", "torch/bin/*.pt",
+    "torch/bin/*.ptl", "torch/include/*", "torch/share/*", "*.pyi", "*.h", "*.hpp", "*.cuh",
     "*/tests/*", "*/test/*", "PySide6/Qt/translations/qtwebengine*",
     "*libtorchbind_test*", "*libjitbackend_test*", "*libbackend_with_compiler*", "*libaoti_custom_ops*",
     "*libcuda*", "*libcudnn*", "*libcublas*", "*libcufft*", "*libcurand*", "*libcusparse*", "*libcusolver*",
@@ -388,11 +390,21 @@ def run_self_test(executable: Path, bundle: Path, model: Path | None = None,
     return seconds
 
 
+def _portable_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Readable by everyone, executable where it was, owned by nobody in particular: the folder may be
+    unpacked by root into /opt for all users, and some sources (checkpoints) are written 0600."""
+    executable = member.isdir() or member.mode & 0o111
+    member.mode = 0o755 if executable else 0o644
+    member.uid = member.gid = 0
+    member.uname = member.gname = ""
+    return member
+
+
 def make_tarball(app_dir: Path, out: Path) -> Path:
     """``out`` (.tar.gz) holding ``app_dir`` as its single top folder; written atomically."""
     tmp = out.with_name(out.name + ".tmp")
     with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
-        tar.add(app_dir, arcname=app_dir.name)
+        tar.add(app_dir, arcname=app_dir.name, filter=_portable_member)
     os.replace(tmp, out)
     return out
 

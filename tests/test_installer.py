@@ -14,7 +14,6 @@ import importlib.util
 import os
 import platform
 import shutil
-import stat
 import subprocess
 import sys
 import tarfile
@@ -219,13 +218,16 @@ def test_tarball_keeps_the_folder_and_the_executable_bit(tmp_path):
     exe = _touch(app_dir / "AstrAI", "#!/bin/sh\n")
     exe.chmod(0o755)
     _touch(app_dir / "_internal/resources/icons/astrai.svg")
+    _touch(app_dir / "_internal/resources/models/m-dpo/model.safetensors").chmod(0o600)  # as checkpoints are written
 
     out = bi.make_tarball(app_dir, tmp_path / "AstrAI-0.1.0-linux-x86_64.tar.gz")
 
     with tarfile.open(out) as tar:
         members = {m.name: m for m in tar.getmembers()}
     assert "AstrAI/_internal/resources/icons/astrai.svg" in members
-    assert members["AstrAI/AstrAI"].mode & stat.S_IXUSR
+    assert members["AstrAI/AstrAI"].mode == 0o755
+    assert members["AstrAI/_internal/resources/models/m-dpo/model.safetensors"].mode == 0o644
+    assert members["AstrAI/_internal"].mode == 0o755 and members["AstrAI/AstrAI"].uid == 0
     assert not (tmp_path / "AstrAI-0.1.0-linux-x86_64.tar.gz.tmp").exists()
 
 
@@ -280,5 +282,6 @@ def test_build_linux_bundle_and_self_test(tmp_path, smollm2_gguf):
         names = set(tar.getnames())
     assert {"AstrAI/AstrAI", "AstrAI/astrai.desktop", "AstrAI/install-desktop-entry.sh"} <= names
     assert "AstrAI/_internal/resources/embedder/multilingual-e5-small/model.safetensors" in names
-    left_out = ("/tests/", "torch/include/", "torch/test/", "torch/bin/", "WebEngine", "hf_xet")
+    left_out = ("/tests/", "torch/include/", "torch/test/", "torch/bin/test_", "WebEngine", "hf_xet")
     assert not [n for n in names if any(part in n for part in left_out)]
+    assert "AstrAI/_internal/torch/bin/torch_shm_manager" in names  # `import torch` needs it
