@@ -68,14 +68,23 @@ class GenerationResult:
     timings: dict[str, float]
 
 
+def native_bf16() -> bool:
+    """True when the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX).
+
+    oneDNN reports bf16 "supported" on any AVX-512 CPU, but without these instructions it converts
+    to float32 inside every matmul: measured on an AVX-512 (VNNI, no BF16) Xeon, bfloat16 decode was
+    0.8x and prefill 0.3x of float32 (benchmarks/RESULTS.md), so such CPUs get float32.
+    """
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_dtype(dtype: str | None) -> torch.dtype:
-    """None = bfloat16 where the CPU has native bf16 matmul support (oneDNN), else float32."""
+    """None = bfloat16 where the CPU has native bf16 matmuls (see :func:`native_bf16`), else float32."""
     if dtype is None:
-        try:
-            bf16_ok = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            bf16_ok = False
-        return torch.bfloat16 if bf16_ok else torch.float32
+        return torch.bfloat16 if native_bf16() else torch.float32
     if dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r} is not supported; choose one of {sorted(DTYPES)} or None (auto)")
     return DTYPES[dtype]
@@ -180,7 +189,9 @@ class Engine:
             raise ConfigError(f"quantize={quantize!r} is not supported; choose one of {QUANT_MODES} or None")
         self.tokenizer = loaded.tokenizer
         self.config = loaded.config
-        self.dtype = resolve_dtype(dtype)
+        # Weight-only int8/int4 kernels are fast with bfloat16 activations (int8 x float32 measured ~7x
+        # slower), so auto precision means bfloat16 for a quantized model.
+        self.dtype = torch.bfloat16 if dtype is None and quantize is not None else resolve_dtype(dtype)
         self.quantize = quantize
         ctx = self.config.max_position_embeddings
         if max_seq_len is not None and (not isinstance(max_seq_len, int) or max_seq_len < 2):
