@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from astrai_core.checkpoint.common import swap_in_dir
 from astrai_core.errors import CheckpointError, ConfigError
 from astrai_core.tokenizer import Tokenizer
 from training.callbacks import Callback
@@ -283,13 +284,7 @@ class Trainer:
                     "world_size": self.ctx.world_size,
                 }
                 (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-                if final.exists():
-                    old = self.out_dir / f".checkpoint.old-{os.getpid()}"
-                    os.replace(final, old)
-                    os.replace(tmp, final)
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    os.replace(tmp, final)
+                swap_in_dir(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

@@ -5,6 +5,8 @@ building the one model class from ``(key, tensor)`` pairs on the meta device.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,3 +163,18 @@ def build_model(
     if config.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     return model.eval()
+
+
+def swap_in_dir(tmp: Path, final: Path) -> None:
+    """Atomically put the fully written folder ``tmp`` at ``final``, replacing any folder there.
+
+    A reader sees either the old folder or the new one: the old one is renamed aside first, the new
+    one renamed into place, then the old one deleted. Both must be on the same filesystem.
+    """
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)

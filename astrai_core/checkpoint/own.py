@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 from safetensors.torch import save_file
 
-from astrai_core.checkpoint.common import read_safetensors
+from astrai_core.checkpoint.common import read_safetensors, swap_in_dir
 from astrai_core.errors import CheckpointError
 from astrai_core.model import Transformer
 from astrai_core.tokenizer import Tokenizer
@@ -68,13 +68,7 @@ def save_model(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         model.config.to_json(tmp / "config.json")
         tokenizer.save(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        swap_in_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
