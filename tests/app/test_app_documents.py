@@ -148,3 +148,27 @@ def test_locked_pdf_asks_for_a_password_then_indexes_and_can_be_removed(make_win
     qtbot.waitUntil(lambda: window.index_worker is None, timeout=TIMEOUT_MS)
     remaining = [Path(d.path).name for d in open_collection(window.data_dir, real_embedder).documents()]
     assert remaining == ["falcon report.pdf"]
+
+
+def test_drop_a_real_debian_pdf_and_answer_from_it(make_window, smollm2_engine, real_embedder, fast_settings,
+                                                   tmp_path, qtbot):
+    """A PDF nobody on the project wrote (a page of Debian's debian-reference, see tests/fixtures/docs)."""
+    import shutil
+
+    real = Path(__file__).resolve().parents[1] / "fixtures" / "docs" / "debian-reference.en.p61.pdf"
+    pdf = tmp_path / real.name
+    shutil.copy(real, pdf)
+    window = make_window(tmp_path / "data", settings=fast_settings(max_new_tokens=24, num_sources=2),
+                         engine=smollm2_engine, embedder=real_embedder)
+    drop_files(window, [pdf])
+    wait_status(window, qtbot, pdf, DOC_INDEXED)
+    assert window.documents_model.row_for(str(pdf)).pages == 1
+
+    window.new_conversation()
+    with qtbot.waitSignal(window.turn_finished, timeout=TIMEOUT_MS) as blocker:
+        window.send("How can grep be used to perform a text search with regular expressions?")
+    result = blocker.args[0]
+    assert result.found and result.sources
+    top = result.sources[0]
+    assert Path(top["file"]) == pdf and top["page"] == 1 and "grep" in top["text"]
+    assert f"{pdf.name}, p. 1" in window.chat.widgets[-1].sources.text()
