@@ -29,9 +29,15 @@ def apply_theme(app: QGuiApplication, theme: str) -> None:
         app.setProperty(_OVERRIDE, True)
 
 
-def dark_palette() -> QPalette:
+def _palette(colors: dict) -> QPalette:
     p = QPalette()
-    colors = {
+    for role, color in colors.items():
+        p.setColor(role, color)
+    return p
+
+
+def dark_palette() -> QPalette:
+    return _palette({
         QPalette.ColorRole.Window: QColor(37, 37, 38), QPalette.ColorRole.WindowText: QColor(230, 230, 230),
         QPalette.ColorRole.Base: QColor(30, 30, 30), QPalette.ColorRole.AlternateBase: QColor(45, 45, 48),
         QPalette.ColorRole.Text: QColor(230, 230, 230), QPalette.ColorRole.Button: QColor(50, 50, 52),
@@ -39,21 +45,14 @@ def dark_palette() -> QPalette:
         QPalette.ColorRole.HighlightedText: QColor(255, 255, 255), QPalette.ColorRole.Link: QColor(110, 160, 255),
         QPalette.ColorRole.ToolTipBase: QColor(50, 50, 52), QPalette.ColorRole.ToolTipText: QColor(230, 230, 230),
         QPalette.ColorRole.PlaceholderText: QColor(140, 140, 140), QPalette.ColorRole.Mid: QColor(90, 90, 90),
-    }
-    for role, color in colors.items():
-        p.setColor(role, color)
-    return p
+    })
 
 
 def light_palette() -> QPalette:
-    p = QPalette()
-    colors = {
+    return _palette({
         QPalette.ColorRole.Window: QColor(239, 239, 239), QPalette.ColorRole.WindowText: QColor(20, 20, 20),
         QPalette.ColorRole.Base: QColor(255, 255, 255), QPalette.ColorRole.AlternateBase: QColor(245, 245, 245),
         QPalette.ColorRole.Text: QColor(20, 20, 20), QPalette.ColorRole.Button: QColor(239, 239, 239),
         QPalette.ColorRole.ButtonText: QColor(20, 20, 20), QPalette.ColorRole.Highlight: QColor(48, 140, 198),
         QPalette.ColorRole.HighlightedText: QColor(255, 255, 255), QPalette.ColorRole.Link: QColor(0, 80, 200),
-    }
-    for role, color in colors.items():
-        p.setColor(role, color)
-    return p
+    })

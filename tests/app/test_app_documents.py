@@ -49,6 +49,15 @@ def wait_status(window, qtbot, path: Path, status: str) -> None:
                     timeout=TIMEOUT_MS)
 
 
+def ask_top_source(window, qtbot, question: str) -> dict:
+    """Send ``question``, wait for the answer, and return its first source (the answer must use documents)."""
+    with qtbot.waitSignal(window.turn_finished, timeout=TIMEOUT_MS) as blocker:
+        window.send(question)
+    result = blocker.args[0]
+    assert result.found and result.sources
+    return result.sources[0]
+
+
 def test_drop_a_pdf_index_it_and_answer_with_page_citation(make_window, smollm2_engine, real_embedder,
                                                          fast_settings, falcon_pdf, tmp_path, qtbot):
     data_dir = tmp_path / "data"
@@ -62,11 +71,7 @@ def test_drop_a_pdf_index_it_and_answer_with_page_citation(make_window, smollm2_
 
     window.new_conversation()
     assert window.current.doc_scope == DOCS_ALL
-    with qtbot.waitSignal(window.turn_finished, timeout=TIMEOUT_MS) as blocker:
-        window.send("What is the launch code of Project Falcon?")
-    result = blocker.args[0]
-    assert result.found and result.sources
-    top = result.sources[0]
+    top = ask_top_source(window, qtbot, "What is the launch code of Project Falcon?")
     assert Path(top["file"]) == falcon_pdf and top["page"] == 2 and "7412" in top["text"]
     bubble = window.chat.widgets[-1]
     assert "falcon report.pdf, p. 2" in bubble.sources.text()
@@ -165,10 +170,6 @@ def test_drop_a_real_debian_pdf_and_answer_from_it(make_window, smollm2_engine, 
     assert window.documents_model.row_for(str(pdf)).pages == 1
 
     window.new_conversation()
-    with qtbot.waitSignal(window.turn_finished, timeout=TIMEOUT_MS) as blocker:
-        window.send("How can grep be used to perform a text search with regular expressions?")
-    result = blocker.args[0]
-    assert result.found and result.sources
-    top = result.sources[0]
+    top = ask_top_source(window, qtbot, "How can grep be used to perform a text search with regular expressions?")
     assert Path(top["file"]) == pdf and top["page"] == 1 and "grep" in top["text"]
     assert f"{pdf.name}, p. 1" in window.chat.widgets[-1].sources.text()
