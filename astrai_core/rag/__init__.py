@@ -22,7 +22,7 @@ API contract::
     coll.search(query, k=5, paths=None) -> [Hit(file, page, score, text, chunk_id, start, end,
                                                 dense, relevant)]
         # score: fused reciprocal-rank score (ordering); dense: embedding cosine;
-        # relevant: dense >= RELEVANCE_THRESHOLD; page from 1; start/end: offsets in the page text
+        # relevant: dense >= RELEVANCE_THRESHOLD, or a keyword match once some hit passes it; page from 1; start/end: offsets in the page text
     build_grounded_prompt(question, hits, count_tokens, budget, system_prompt=None)
         -> GroundedPrompt(messages=[system, user] (ChatML-ready), sources=[Hit] numbered 1..k, found)
         # hits with relevant=False are dropped; none left -> found=False and a "say it's not in

@@ -28,6 +28,7 @@ import numpy as np
 from astrai_core.errors import AstraiError, ConfigError, DocumentError
 from astrai_core.rag import loaders
 from astrai_core.rag.chunking import chunk_pages
+from astrai_core.rag.lexicon import default_lexicon
 from astrai_core.rag.search import fts_document, fts_query, rrf
 
 SCHEMA_VERSION = 1
@@ -445,8 +446,11 @@ class Collection:
                candidates: int = 50) -> list[Hit]:
         """Hybrid search: dense (FAISS inner product) and BM25 (FTS5) fused by reciprocal rank.
 
+        The BM25 query is the question plus its dictionary translation (:mod:`lexicon`), so a
+        Chinese question also matches English passages by keyword and the reverse.
+
         ``paths`` limits the search to those documents. Each hit carries its dense cosine and
-        ``relevant`` (cosine >= RELEVANCE_THRESHOLD).
+        ``relevant``: cosine >= RELEVANCE_THRESHOLD, or a keyword match when some hit passes it.
         """
         if not query.strip() or k <= 0:
             return []
@@ -463,7 +467,8 @@ class Collection:
         self._check_embedder()
         qv = self.embedder.encode_query(query).astype(np.float32)
         dense = self._dense_ids(qv, n, doc_ids)
-        lexical = self._bm25_ids(query, n, doc_ids)
+        lexicon = default_lexicon()
+        lexical = self._bm25_ids(f"{query} {lexicon.translate(query)}" if lexicon else query, n, doc_ids)
         fused = rrf([dense, lexical])
         top = sorted(fused, key=lambda cid: -fused[cid])[:k]
         if not top:
@@ -471,12 +476,14 @@ class Collection:
         rows = {r[0]: r for r in self.db.execute(
             "SELECT c.id, d.path, c.page, c.text, c.start, c.end, c.vector FROM chunks c JOIN documents d "
             f"ON d.id = c.doc_id WHERE c.id IN ({','.join('?' * len(top))})", top)}
-        hits = []
-        for cid in top:
-            r = rows[cid]
-            cos = float(np.frombuffer(r[6], dtype=np.float16).astype(np.float32) @ qv)
-            hits.append(Hit(r[1], r[2], fused[cid], r[3], cid, r[4], r[5], cos, cos >= RELEVANCE_THRESHOLD))
-        return hits
+        cos = {cid: float(np.frombuffer(rows[cid][6], dtype=np.float16).astype(np.float32) @ qv) for cid in top}
+        # The dense score decides whether the collection is on topic at all; once it is, a passage
+        # the keyword search also found counts too (a translated keyword match often ranks the
+        # right passage above one that is merely closer in embedding space).
+        on_topic = max(cos.values()) >= RELEVANCE_THRESHOLD
+        keyword = set(lexical)
+        return [Hit(rows[cid][1], rows[cid][2], fused[cid], rows[cid][3], cid, rows[cid][4], rows[cid][5], cos[cid],
+                    cos[cid] >= RELEVANCE_THRESHOLD or (on_topic and cid in keyword)) for cid in top]
 
     def _dense_ids(self, qv: np.ndarray, n: int, doc_ids: list[int] | None) -> list[int]:
         if doc_ids is not None:  # a few chosen documents: exact scores over just their chunks
