@@ -18,7 +18,8 @@ from astrai_core.config import preset
 from astrai_core.errors import ConfigError, GenerationError
 from astrai_core.generation import Engine, GenerationConfig
 from astrai_core.generation.cache import KVCache
-from astrai_core.generation.engine import held_back
+from astrai_core.generation.engine import held_back, native_bf16
+from astrai_core.generation.quantize import KERNEL_MAX_ROWS, quantize_model
 from astrai_core.generation.sampling import apply_repetition_penalty, next_token, top_k_filter, top_p_filter
 from astrai_core.model import Transformer
 from astrai_core.tokenizer import IM_END, IM_START, Tokenizer, TokenizerConfig
@@ -263,7 +264,9 @@ def test_chat_follow_up_reuses_history(tokenizer, engine):
 def test_precisions_stay_close_to_float32(tokenizer, dtype, quantize):
     ref = Engine(make_loaded(tokenizer), dtype="float32")
     eng = Engine(make_loaded(tokenizer), dtype=dtype, quantize=quantize)
-    assert eng.dtype == getattr(torch, dtype)
+    assert eng.weights == (quantize or dtype)
+    # activations are bfloat16 only where the CPU has native bf16 (else bf16 means bf16 weights)
+    assert eng.dtype == (torch.bfloat16 if dtype == "bfloat16" and native_bf16() else torch.float32)
     ids = torch.tensor([PROMPT])
     with torch.no_grad():
         a = ref.model(ids).float()[0]
@@ -277,3 +280,22 @@ def test_precisions_stay_close_to_float32(tokenizer, dtype, quantize):
 
 def test_auto_dtype_is_bf16_or_f32(tokenizer):
     assert Engine(make_loaded(tokenizer)).dtype in (torch.bfloat16, torch.float32)
+
+
+@pytest.mark.parametrize("fmt", ["bfloat16", "int8", "int4"])
+def test_low_precision_linear_decode_and_prefill_paths_agree(fmt):
+    """Few rows run the bf16-input kernel, many rows dequantize for the float GEMM: same numbers."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48, bias=True)
+    x = torch.randn(KERNEL_MAX_ROWS + 8, 64)
+    with torch.no_grad():
+        ref = linear(x)
+        low = quantize_model(torch.nn.Sequential(linear), fmt)[0]
+        many = low(x)  # one call, more rows than KERNEL_MAX_ROWS
+        one = torch.cat([low(x[i:i + 1]) for i in range(x.shape[0])])  # decode-sized calls
+    assert many.dtype == one.dtype == torch.float32
+    tol = 0.1 if fmt == "int4" else 0.02  # relative to the output scale
+    scale = ref.abs().max()
+    assert (many - ref).abs().max() < tol * scale
+    assert (one - ref).abs().max() < tol * scale
+    assert (one - many).abs().max() < tol * scale

@@ -189,9 +189,13 @@ class Engine:
             raise ConfigError(f"quantize={quantize!r} is not supported; choose one of {QUANT_MODES} or None")
         self.tokenizer = loaded.tokenizer
         self.config = loaded.config
-        # Weight-only int8/int4 kernels are fast with bfloat16 activations (int8 x float32 measured ~7x
-        # slower), so auto precision means bfloat16 for a quantized model.
-        self.dtype = torch.bfloat16 if dtype is None and quantize is not None else resolve_dtype(dtype)
+        requested = resolve_dtype(dtype)
+        # Without native bf16, "bfloat16" means bfloat16 weights under float32 activations: emulated
+        # bf16 elementwise ops cost more than the bytes they save (see quantize.py). Quantized
+        # linears round their own inputs for the kernel, so they follow the same rule.
+        self.dtype = requested if requested == torch.float32 or native_bf16() else torch.float32
+        #: how the linear weights are stored: "float32", "bfloat16", "int8" or "int4"
+        self.weights = quantize or str(requested).replace("torch.", "")
         self.quantize = quantize
         ctx = self.config.max_position_embeddings
         if max_seq_len is not None and (not isinstance(max_seq_len, int) or max_seq_len < 2):
@@ -202,8 +206,8 @@ class Engine:
         for p in model.parameters():
             p.requires_grad_(False)
         model.fuse_for_inference()
-        if quantize is not None:
-            quantize_model(model, quantize)
+        if self.weights != str(self.dtype).replace("torch.", ""):
+            quantize_model(model, self.weights)
         self.model = model
         self.device = next(model.parameters()).device
         self.stop_ids = frozenset(self.tokenizer.stop_ids)

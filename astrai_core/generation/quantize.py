@@ -1,18 +1,39 @@
-"""Weight-only quantization applied at load time: every ``nn.Linear`` becomes an int8 (or int4)
-linear whose matmul runs in PyTorch's CPU weight-only kernels; activations stay in the model dtype.
+"""Low-precision weights applied at load time: every ``nn.Linear`` becomes a bfloat16, int8 or
+int4 linear while the rest of the model (norms, rotary, attention, residual stream, KV cache)
+keeps its own activation dtype.
+
+Why weights only: decode reads every weight once per token, so its speed is weight bytes divided
+by memory bandwidth, while everything else is small. On CPUs without native bfloat16 (AVX-512
+without AVX512-BF16/AMX) bfloat16 *activations* are emulated and make every elementwise op slower;
+float32 activations with low-precision weights get the byte savings without that cost
+(benchmarks/RESULTS.md, "Generation").
+
+Two paths per call, chosen by the number of rows (tokens) in the input:
+
+- few rows (decode): PyTorch's weight-only kernels, which are fast only with bfloat16 inputs
+  (int8 x float32 runs a naive loop, measured 15-30x slower), so the input is rounded to bfloat16
+  right before the matmul and the result returned in the input's dtype;
+- many rows (prefill): the weight is dequantized to the input's dtype for this call and the float
+  GEMM runs (measured 2.5-4x faster than the weight-only kernels at 512 rows, and as fast as
+  float32 weights; the temporary is one matrix).
 
 int8: symmetric, one scale per output channel, ``aten._weight_int8pack_mm``.
-int4: asymmetric, one scale/zero per group of ``group_size`` inputs, ``aten._weight_int4pack_mm_for_cpu``.
+int4: asymmetric, one scale/zero per group of ``group_size`` inputs, ``aten._weight_int4pack_mm_for_cpu``
+(always the kernel: its packed layout is not dequantized here, so int4 prefill is slower).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from astrai_core.errors import ConfigError
 
 QUANT_MODES = ("int8", "int4")
+WEIGHT_FORMATS = ("bfloat16",) + QUANT_MODES
+# Above this many rows the dequantize-then-GEMM path wins (crossover measured at ~16 rows).
+KERNEL_MAX_ROWS = 16
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,21 +44,48 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scales
 
 
+def _bias(linear: nn.Linear) -> nn.Parameter | None:
+    """The float bias, kept in the linear's (= the activations') dtype."""
+    return None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+
+
+class BF16Linear(nn.Module):
+    """y = x @ w.T + b with ``w`` stored in bfloat16, for activations of another dtype."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.out_features, self.in_features = linear.weight.shape
+        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16))
+        self.bias = _bias(linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() // self.in_features > KERNEL_MAX_ROWS:
+            y = F.linear(x, self.weight.to(x.dtype))
+        else:
+            y = F.linear(x.to(torch.bfloat16), self.weight).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+
 class Int8Linear(nn.Module):
     """y = x @ (q * scale).T + b with the int8 weight kept packed."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         q, scales = quantize_int8(linear.weight.detach())
-        dtype = linear.weight.dtype
         self.out_features, self.in_features = q.shape
         self.register_buffer("weight", q)
-        self.register_buffer("scales", scales.to(dtype))
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+        self.register_buffer("scales", scales.to(torch.bfloat16))  # the kernel wants its input's dtype
+        self.bias = _bias(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features).contiguous(), self.weight, self.scales)
+        x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] > KERNEL_MAX_ROWS:
+            # per-output-channel scales commute with the matmul: scale the (rows, N) output instead
+            y = F.linear(x2, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+        else:
+            y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16).contiguous(), self.weight, self.scales)
+            y = y.to(x.dtype)
         y = y.view(*shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
@@ -62,27 +110,28 @@ class Int4Linear(nn.Module):
     def __init__(self, linear: nn.Linear, group_size: int = 32) -> None:
         super().__init__()
         codes, scales, zeros = quantize_int4(linear.weight.detach(), group_size)
-        dtype = linear.weight.dtype
         self.out_features, self.in_features = codes.shape
         self.group_size = group_size
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
         self.register_buffer("weight", packed)
         # (K/g, N, 2): per group and output, (scale, zero)
-        sz = torch.stack([scales.t(), zeros.t()], dim=-1).contiguous().to(dtype)
+        sz = torch.stack([scales.t(), zeros.t()], dim=-1).contiguous().to(torch.bfloat16)
         self.register_buffer("scales_and_zeros", sz)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+        self.bias = _bias(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x.reshape(-1, self.in_features).contiguous(), self.weight, self.group_size, self.scales_and_zeros)
-        y = y.view(*shape[:-1], self.out_features)
+        x2 = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.weight, self.group_size, self.scales_and_zeros)
+        y = y.to(x.dtype).view(*shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
 
 def quantize_model(model: nn.Module, mode: str, group_size: int = 32) -> nn.Module:
-    """Replace every ``nn.Linear`` in ``model`` (the output head included) in place."""
-    if mode not in QUANT_MODES:
+    """Replace every ``nn.Linear`` in ``model`` (the output head included) in place by a
+    ``mode`` ("bfloat16", "int8" or "int4") weight linear. A head tied to the embedding gets its
+    own low-precision copy; the embedding table itself is left as it is (it is only indexed)."""
+    if mode not in WEIGHT_FORMATS:
         raise ConfigError(f"quantize={mode!r} is not supported; choose one of {QUANT_MODES} or None")
     targets = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
     for name, linear in targets:
@@ -90,5 +139,11 @@ def quantize_model(model: nn.Module, mode: str, group_size: int = 32) -> nn.Modu
             continue  # the kernel needs whole groups; such a layer stays in the float dtype
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int8Linear(linear) if mode == "int8" else Int4Linear(linear, group_size))
+        if mode == "int8":
+            new = Int8Linear(linear)
+        elif mode == "int4":
+            new = Int4Linear(linear, group_size)
+        else:
+            new = BF16Linear(linear)
+        setattr(parent, child, new)
     return model
