@@ -103,3 +103,31 @@ def test_size_limit_named(tmp_path):
         f.truncate(2 * 1024**3)
     with pytest.raises(DocumentError, match="over the 512 MiB limit"):
         loaders.check_size(big, os.path.getsize(big))
+
+
+def test_docx_pages_follow_words_rendered_page_breaks():
+    doc = load("par-rendered-page-breaks.docx")
+    assert [p.number for p in doc.pages] == [1, 2, 3, 4, 5, 6]
+    assert doc.pages[0].text == "No page breaks\nPage break here>>"
+    assert doc.pages[1].text.startswith("<<followed by more text.")
+    assert doc.pages[2].text == "<<this hyperlink and another one here>>"  # runs inside a hyperlink kept
+
+
+def test_docx_paragraphs_and_tables():
+    text = load("blk-paras-and-tables.docx").pages[0].text
+    lines = text.splitlines()
+    assert lines[0].startswith("Lorem ipsum dolor sit amet")
+    assert "Table" in lines and lines.index("Text before") < lines.index("Between") < lines.index("Text after")
+
+
+def test_bad_docx_files_fail_clearly(tmp_path):
+    real = (DOCS / "par-rendered-page-breaks.docx").read_bytes()
+    cases = {"truncated.docx": (real[: len(real) // 2], "corrupt .docx"),
+             "pdf-renamed.docx": ((DOCS / "crazyones.pdf").read_bytes(), "corrupt .docx"),
+             "legacy.docx": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600, "password-protected")}
+    for name, (data, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(DocumentError, match=message) as err:
+            load_bytes(path, data)
+        assert name in str(err.value)

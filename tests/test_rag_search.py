@@ -1,6 +1,6 @@
 """Lexical terms for BM25 (Latin words + CJK bigrams) and reciprocal-rank fusion."""
 
-from astrai_core.rag.search import fts_query, lexical_terms, rrf
+from astrai_core.rag.search import fts_query, lexical_terms, query_terms, rrf, select_terms
 
 
 def test_lexical_terms_mix_words_and_bigrams():
@@ -9,9 +9,18 @@ def test_lexical_terms_mix_words_and_bigrams():
 
 
 def test_fts_query_quotes_terms():
-    assert fts_query('say "hi" 你好') == '"say" OR "hi" OR "你好"'
-    assert fts_query("!!!") == ""
-    assert fts_query("What are the options of grep?") == '"options" OR "grep"'  # question words dropped
+    assert fts_query(query_terms('say "hi" 你好 hi')) == '"say" OR "hi" OR "你好"'
+    assert fts_query(query_terms("!!!")) == ""
+    assert query_terms("What are the options of grep?") == ["options", "grep"]  # question words dropped
+    assert fts_query(['a"b']) == '"a""b"'
+
+
+def test_select_terms_keeps_rare_present_terms():
+    df = {"grep": 3, "file": 400, "options": 40, "regex": 1}
+    assert select_terms(["file", "grep", "missing", "options", "regex"], df, total=1000) == ["regex", "grep", "options"]
+    assert select_terms(["file", "grep", "options", "regex"], df, total=1000, max_terms=2) == ["regex", "grep"]
+    assert select_terms(["file"], df, total=1000) == ["file"]  # only common terms: keep the rarest
+    assert select_terms(["missing"], df, total=1000) == []
 
 
 def test_rrf_rewards_agreement():

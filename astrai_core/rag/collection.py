@@ -29,7 +29,7 @@ from astrai_core.errors import AstraiError, ConfigError, DocumentError
 from astrai_core.rag import loaders
 from astrai_core.rag.chunking import chunk_pages
 from astrai_core.rag.lexicon import default_lexicon
-from astrai_core.rag.search import fts_document, fts_query, rrf
+from astrai_core.rag.search import fts_document, fts_query, query_terms, rrf, select_terms
 
 SCHEMA_VERSION = 1
 CHUNK_TOKENS = 256
@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 CREATE TABLE IF NOT EXISTS pending (path TEXT PRIMARY KEY);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
+CREATE VIRTUAL TABLE IF NOT EXISTS fts_vocab USING fts5vocab(fts, 'row');
 """
 
 
@@ -497,7 +498,16 @@ class Collection:
         return [int(i) for i in ids[0] if i >= 0]
 
     def _bm25_ids(self, query: str, n: int, doc_ids: list[int] | None) -> list[int]:
-        match = fts_query(query)
+        terms = query_terms(query)
+        if not terms:
+            return []
+        marks = ",".join("?" * len(terms))
+        try:
+            doc_freq = dict(self.db.execute(f"SELECT term, doc FROM fts_vocab WHERE term IN ({marks})", terms))
+        except sqlite3.OperationalError:
+            return []
+        total = self.db.execute("SELECT COALESCE(SUM(chunks), 0) FROM documents").fetchone()[0]
+        match = fts_query(select_terms(terms, doc_freq, total))
         if not match:
             return []
         sql = "SELECT rowid FROM fts WHERE fts MATCH ? "

@@ -1,4 +1,4 @@
-"""Document loaders: ``.txt``, ``.md``, ``.pdf``, ``.html``/``.htm`` -> pages of text.
+"""Document loaders: ``.txt``, ``.md``, ``.pdf``, ``.html``/``.htm``, ``.docx`` -> pages of text.
 
 Every loader returns a :class:`LoadedDocument`: pages numbered from 1 (a text file is one page)
 plus per-page notes such as "no text layer (scanned?)". Bad input raises
@@ -8,15 +8,18 @@ plus per-page notes such as "no text layer (scanned?)". Bad input raises
 from __future__ import annotations
 
 import codecs
+import io
 import re
 import unicodedata
+import zipfile
+from xml.etree import ElementTree
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
 from astrai_core.errors import DocumentError, PasswordError
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm")
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm", ".docx")
 # Larger files are refused before anything is read: a 2 GB "document" is almost surely a mistake,
 # and reading it whole would exhaust memory.
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -52,6 +55,8 @@ def load_bytes(path: Path, data: bytes, password: str | None = None) -> LoadedDo
         return load_pdf(path, data, password)
     if suffix in (".html", ".htm"):
         return LoadedDocument(path, [Page(1, html_to_text(decode_text(path, data, html=True)))])
+    if suffix == ".docx":
+        return load_docx(path, data)
     if suffix in (".txt", ".md", ".markdown"):
         text = clean_text(decode_text(path, data))
         if not text.strip():
@@ -59,6 +64,58 @@ def load_bytes(path: Path, data: bytes, password: str | None = None) -> LoadedDo
         return LoadedDocument(path, [Page(1, text)])
     raise DocumentError(f"{path}: unsupported file type {suffix or '(none)'}; "
                         f"supported: {', '.join(SUPPORTED_SUFFIXES)}")
+
+
+# ---- docx ------------------------------------------------------------------------------------
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # compound file: legacy .doc or an encrypted .docx
+MAX_DOCX_XML_BYTES = 256 * 1024 * 1024
+
+
+def load_docx(path: Path, data: bytes) -> LoadedDocument:
+    """A Word document's body text, read from ``word/document.xml`` with the standard library.
+
+    A .docx has no fixed pages; Word records where it last broke pages (``lastRenderedPageBreak``)
+    and explicit page breaks, and those give the page numbers used for citations (a document
+    never rendered by Word is one page). Paragraphs, table cells and line breaks become lines.
+    """
+    if data.startswith(_OLE_MAGIC):
+        raise DocumentError(f"{path}: password-protected (encrypted) or legacy binary Word file; "
+                            "save it as an unprotected .docx")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            try:
+                info = zf.getinfo("word/document.xml")
+            except KeyError:
+                raise DocumentError(f"{path}: not a Word document (no word/document.xml)") from None
+            if info.file_size > MAX_DOCX_XML_BYTES:  # a zip bomb must not exhaust memory
+                raise DocumentError(f"{path}: document text is {info.file_size / 2**20:.0f} MiB unpacked, over the "
+                                    f"{MAX_DOCX_XML_BYTES // 2**20} MiB limit")
+            xml = zf.read(info)
+        root = ElementTree.fromstring(xml)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ElementTree.ParseError, OSError) as exc:
+        raise DocumentError(f"{path}: corrupt .docx ({exc})") from None
+    body = root.find(f"{_W}body")
+    pages: list[list[str]] = [[]]
+    for el in (body.iter() if body is not None else ()):
+        tag = el.tag
+        if tag == f"{_W}t" and el.text:
+            pages[-1].append(el.text)
+        elif tag == f"{_W}tab":
+            pages[-1].append("\t")
+        elif tag == f"{_W}br":
+            if el.get(f"{_W}type") == "page":
+                pages.append([])
+            else:
+                pages[-1].append("\n")
+        elif tag == f"{_W}lastRenderedPageBreak":
+            pages.append([])
+        elif tag == f"{_W}p" and (pages[-1] and pages[-1][-1] != "\n"):
+            pages[-1].append("\n")  # the paragraph before this one ends here
+    texts = [clean_text("".join(parts)) for parts in pages]
+    if not any(t.strip() for t in texts):
+        raise DocumentError(f"{path}: document has no text")
+    return LoadedDocument(path, [Page(i, t) for i, t in enumerate(texts, 1)])
 
 
 # ---- text ------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ QUERY_STOPWORDS = frozenset("""a an and are as at be by can could did do does fo
 of on or should so that the their then there these this to was what when where which who whom why will with would
 you your""".split())
 RRF_K = 60  # the constant from Cormack et al.; damps the weight of the very top ranks
+MAX_QUERY_TERMS = 24
+COMMON_FRACTION = 0.1
 
 
 def lexical_terms(text: str) -> list[str]:
@@ -44,9 +46,27 @@ def fts_document(text: str) -> str:
     return " ".join(lexical_terms(text))
 
 
-def fts_query(text: str, max_terms: int = 64) -> str:
-    """An FTS5 MATCH expression: any of the query's terms (OR), each quoted as a literal."""
-    terms = [t for t in dict.fromkeys(lexical_terms(text)) if t not in QUERY_STOPWORDS][:max_terms]
+def query_terms(text: str) -> list[str]:
+    """The distinct BM25 terms of a query, in order, without question words."""
+    return [t for t in dict.fromkeys(lexical_terms(text)) if t not in QUERY_STOPWORDS]
+
+
+def select_terms(terms: Sequence[str], doc_freq: dict[str, int], total: int,
+                 max_terms: int = MAX_QUERY_TERMS, common: float = COMMON_FRACTION) -> list[str]:
+    """The terms worth sending to BM25, rarest first.
+
+    Terms no chunk contains add nothing; terms in more than ``common`` of the chunks carry almost
+    no BM25 weight (idf ~ log(1/common)) yet dominate the cost of an OR query, since every chunk
+    holding one must be scored — they are dropped unless nothing rarer is left. At most
+    ``max_terms`` remain (a translated question can bring dozens).
+    """
+    present = sorted((t for t in terms if doc_freq.get(t, 0) > 0), key=lambda t: doc_freq[t])
+    rare = [t for t in present if doc_freq[t] <= common * total]
+    return (rare or present[:1])[:max_terms]
+
+
+def fts_query(terms: Iterable[str]) -> str:
+    """An FTS5 MATCH expression: any of the terms (OR), each quoted as a literal."""
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
