@@ -2,14 +2,18 @@
 
 For each model (the real SmolLM2-135M GGUF; the ``astrai-1b`` preset with random weights) and each
 precision (float32, bfloat16, int8 weight-only), one fresh subprocess loads the model, warms up,
-then times one 512-token prompt followed by 128 greedy tokens: prefill tokens/s, decode tokens/s,
-time to first token, and peak RSS while generating. ``transformers`` runs the same weights in the
-same dtype with its own KV cache (``generate``); int8 is compared with its bfloat16 figures.
+then times ``--repeats`` times a 512-token prompt followed by 128 greedy tokens (a different random
+prompt each time, so no cached prefix is reused) and reports the medians: prefill tokens/s, decode
+tokens/s, time to first token, and peak RSS while generating. ``transformers`` runs the same weights
+in the same dtype with its own KV cache (``generate``); int8 is compared with its bfloat16 figures.
+Engine ``astrai-compile`` is ours with ``Engine(compile=True)`` (its compile time is ``warmup_s``).
 
     python benchmarks/bench_generate.py                      # everything (tens of minutes on 2 cores)
-    python benchmarks/bench_generate.py --models smollm2 --dtypes bfloat16 --new-tokens 64
+    python benchmarks/bench_generate.py --models smollm2 --repeats 3
+    python benchmarks/bench_generate.py --models astrai-1b --new-tokens 64
 
-Prints a Markdown table and writes the raw figures as JSON (``--out``). Not a test.
+Prints a Markdown table and writes the raw figures as JSON (``--out``): rows of earlier runs for
+other (model, precision, engine) combinations are kept, so models can be run one at a time. Not a test.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = {"float32": ("float32", None), "bfloat16": ("bfloat16", None), "int8": ("bfloat16", "int8"),
-         "int4": ("bfloat16", "int4")}
+# precision -> (Engine dtype, Engine quantize); transformers runs the dtype (bfloat16 for int8/int4)
+CASES = {"float32": ("float32", None), "bfloat16": ("bfloat16", None), "int8": (None, "int8"),
+         "int4": (None, "int4")}
 
 
 def smollm2_path() -> Path:
@@ -85,22 +90,36 @@ def prompt_ids(vocab: int, n: int, seed: int) -> list[int]:
     return torch.randint(100, min(vocab, 30000), (n,), generator=g).tolist()
 
 
+def medians(runs: list[dict]) -> dict:
+    import statistics
+
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 def run_ours(args, loaded) -> dict:
     from astrai_core.generation import Engine, GenerationConfig
 
     dtype, quantize = CASES[args.case]
     t = time.perf_counter()
-    engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8)
+    engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8,
+                    compile=args.engine == "astrai-compile")
     setup_s = time.perf_counter() - t
     engine.stop_ids = frozenset()  # decode exactly --new-tokens tokens, even on random weights
     vocab = loaded.config.vocab_size
-    engine.generate(prompt_ids(vocab, 64, 1), GenerationConfig(max_new_tokens=8))  # warm-up
+    t = time.perf_counter()
+    engine.generate(prompt_ids(vocab, 64, 1), GenerationConfig(max_new_tokens=8))  # warm-up (and compile)
+    warmup_s = time.perf_counter() - t
     reset_peak_rss()
-    res = engine.generate(prompt_ids(vocab, args.prompt_len, 2), GenerationConfig(max_new_tokens=args.new_tokens))
-    tm = res.timings
-    return {"prefill_tok_s": res.prefill_tokens / tm["prefill_s"],
-            "decode_tok_s": (res.completion_tokens - 1) / tm["decode_s"],
-            "ttft_s": tm["ttft_s"], "peak_rss_mb": peak_rss_mb(), "setup_s": setup_s}
+    runs = []
+    for r in range(args.repeats):
+        res = engine.generate(prompt_ids(vocab, args.prompt_len, 2 + r), GenerationConfig(max_new_tokens=args.new_tokens))
+        assert res.prefill_tokens >= args.prompt_len - 8  # a fresh prompt, not a cached prefix
+        tm = res.timings
+        runs.append({"prefill_tok_s": res.prefill_tokens / tm["prefill_s"],
+                     "decode_tok_s": (res.completion_tokens - 1) / tm["decode_s"], "ttft_s": tm["ttft_s"]})
+    return {**medians(runs), "peak_rss_mb": peak_rss_mb(), "setup_s": setup_s, "warmup_s": warmup_s,
+            "activations": str(engine.dtype).replace("torch.", ""), "weights": engine.weights,
+            "decode_runs": [r["decode_tok_s"] for r in runs]}
 
 
 def run_hf(args, loaded) -> dict:
@@ -125,11 +144,14 @@ def run_hf(args, loaded) -> dict:
 
     gen(prompt_ids(vocab, 64, 1), 8)  # warm-up
     reset_peak_rss()
-    ids = prompt_ids(vocab, args.prompt_len, 2)
-    ttft = gen(ids, 1)
-    total = gen(ids, args.new_tokens)
-    return {"prefill_tok_s": args.prompt_len / ttft, "decode_tok_s": (args.new_tokens - 1) / (total - ttft),
-            "ttft_s": ttft, "peak_rss_mb": peak_rss_mb()}
+    runs = []
+    for r in range(args.repeats):
+        ids = prompt_ids(vocab, args.prompt_len, 2 + r)
+        ttft = gen(ids, 1)
+        total = gen(ids, args.new_tokens)
+        runs.append({"prefill_tok_s": args.prompt_len / ttft, "decode_tok_s": (args.new_tokens - 1) / (total - ttft),
+                     "ttft_s": ttft})
+    return {**medians(runs), "peak_rss_mb": peak_rss_mb(), "decode_runs": [r["decode_tok_s"] for r in runs]}
 
 
 def child(args) -> None:
@@ -137,7 +159,7 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     loaded = build_model(args.model)
-    out = run_ours(args, loaded) if args.engine == "astrai" else run_hf(args, loaded)
+    out = run_ours(args, loaded) if args.engine.startswith("astrai") else run_hf(args, loaded)
     print("RESULT " + json.dumps(out))
 
 
@@ -145,7 +167,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="smollm2,astrai-1b")
     p.add_argument("--dtypes", default="float32,bfloat16,int8", help=f"any of {sorted(CASES)}")
-    p.add_argument("--engines", default="astrai,transformers")
+    p.add_argument("--engines", default="astrai,transformers", help="any of astrai, astrai-compile, transformers")
+    p.add_argument("--repeats", type=int, default=1, help="timed generations per row (medians are reported)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=128)
@@ -167,14 +190,16 @@ def main() -> None:
                     continue  # transformers has no CPU weight-only int8 path; compared with its bf16
                 cmd = [sys.executable, __file__, "--child", "--model", model, "--case", case, "--engine", engine,
                        "--threads", str(args.threads), "--prompt-len", str(args.prompt_len),
-                       "--new-tokens", str(args.new_tokens)]
+                       "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
                 env = dict(os.environ, PYTHONPATH=str(ROOT))
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode or not line:
                     print(f"{model} {case} {engine}: FAILED\n{proc.stderr[-2000:]}", file=sys.stderr)
                     continue
-                row = {"model": model, "case": case, "engine": engine, **json.loads(line[0][7:])}
+                row = {"model": model, "case": case, "engine": engine, "threads": args.threads,
+                       "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
+                       "load_average": os.getloadavg()[0], **json.loads(line[0][7:])}
                 rows.append(row)
                 print(f"{model:10s} {case:9s} {engine:12s} prefill {row['prefill_tok_s']:8.1f} tok/s  "
                       f"decode {row['decode_tok_s']:6.1f} tok/s  ttft {row['ttft_s']:.2f}s  "
@@ -190,16 +215,30 @@ def main() -> None:
     lines = ["| model | precision | engine | prefill tok/s | decode tok/s | TTFT s | peak RSS MB | decode vs HF | prefill vs HF |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        b = baseline(r) if r["engine"] == "astrai" else None
+        b = baseline(r) if r["engine"] != "transformers" else None
         ratio = (lambda k: f"{r[k] / b[k]:.2f}x" if b else "")
         lines.append(f"| {r['model']} | {r['case']} | {r['engine']} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
                      f"{r['ttft_s']:.2f} | {r['peak_rss_mb']:.0f} | {ratio('decode_tok_s')} | {ratio('prefill_tok_s')} |")
     table = "\n".join(lines)
     print(table)
-    meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "threads": args.threads, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-            "int8_note": "int8 is weight-only on bfloat16 activations; its ratio is against transformers bfloat16"}
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    meta = {"machine": cpu_name(), "cpu_count": os.cpu_count(),
+            "int8_note": "int8 is weight-only int8; its ratio is against transformers bfloat16"}
+    out = Path(args.out)
+    keep = []
+    if out.exists():  # rows of other combinations from earlier runs stay
+        done = {(r["model"], r["case"], r["engine"]) for r in rows}
+        keep = [r for r in json.loads(out.read_text())["rows"] if (r["model"], r["case"], r["engine"]) not in done]
+    out.write_text(json.dumps({"meta": meta, "rows": keep + rows}, indent=2) + "\n")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

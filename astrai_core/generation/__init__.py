@@ -5,10 +5,14 @@ over one loop.
 Contract (used by the app, the CLI and the API server)::
 
     from astrai_core.generation import Engine, GenerationConfig, GenerationResult
-    engine = Engine(loaded_model, dtype=None, quantize=None, max_seq_len=None)
-    # dtype: None (auto: bfloat16 where the CPU supports it, else float32) | "float32" | "bfloat16"
+    engine = Engine(loaded_model, dtype=None, quantize=None, max_seq_len=None, compile=False)
+    # dtype: None (auto: bfloat16 where the CPU multiplies bf16 natively, else float32) | "float32" | "bfloat16"
+    #        without native bf16, "bfloat16" stores the linear weights in bf16 under float32 activations
     # quantize: None | "int8" | "int4" (weight-only, applied now; int4 layers need in_features % 32 == 0)
     # max_seq_len: cap on prompt + generated tokens (default and maximum: the model's context)
+    # compile: torch.compile the one-token decode step (needs a C++ compiler; minutes on first use)
+    engine.dtype -> torch.dtype (activations, norms, attention, KV cache)
+    engine.weights -> "float32" | "bfloat16" | "int8" | "int4" (how the linear weights are stored)
     engine.generate(prompt, config) -> GenerationResult          # prompt: str | list[int]
     engine.generate_batch(prompts, configs) -> list[GenerationResult]   # one config or one per prompt
     engine.stream(prompt, config) -> Iterator[str]                # text deltas; then engine.last_result
@@ -36,8 +40,9 @@ Behaviour:
 - Threading: one engine is driven by one worker thread at a time. ``cancel()`` may be called from
   any thread; the running call ends within one decode step (or prefill chunk) with
   ``finish_reason`` "cancelled", and the engine stays usable.
-- The engine takes over ``loaded_model.model``: it converts it in place to the chosen dtype,
-  fuses q/k/v and gate/up projections and, with ``quantize``, swaps its linears.
+- The engine takes over ``loaded_model.model``: it converts it in place to the activation dtype,
+  fuses q/k/v and gate/up projections and, for bfloat16/int8/int4 weights under other activations,
+  swaps its linears (:mod:`astrai_core.generation.quantize`).
 """
 
 from astrai_core.generation.engine import Engine, GenerationConfig, GenerationResult, resolve_dtype

@@ -82,7 +82,9 @@ def native_bf16() -> bool:
 
 
 def resolve_dtype(dtype: str | None) -> torch.dtype:
-    """None = bfloat16 where the CPU has native bf16 matmuls (see :func:`native_bf16`), else float32."""
+    """The requested precision: None = bfloat16 where the CPU has native bf16 matmuls (see
+    :func:`native_bf16`), else float32. (The engine then keeps float32 activations under bfloat16
+    weights on CPUs without native bf16.)"""
     if dtype is None:
         return torch.bfloat16 if native_bf16() else torch.float32
     if dtype not in DTYPES:
@@ -178,13 +180,13 @@ class _Row:
 class Engine:
     """KV-cached text generation over a loaded model.
 
-    The engine takes over ``loaded.model``: it is converted in place to the chosen dtype, its
-    projections are fused, and with ``quantize`` its linears are replaced. One engine is used by
+    The engine takes over ``loaded.model``: it is converted in place to the activation dtype, its
+    projections are fused, and low-precision weights replace its linears. One engine is used by
     one worker thread at a time; only :meth:`cancel` may be called from any thread.
     """
 
     def __init__(self, loaded: LoadedModel, dtype: str | None = None, quantize: str | None = None,
-                 max_seq_len: int | None = None, prefill_chunk: int = 512) -> None:
+                 max_seq_len: int | None = None, prefill_chunk: int = 512, compile: bool = False) -> None:
         if quantize is not None and quantize not in QUANT_MODES:
             raise ConfigError(f"quantize={quantize!r} is not supported; choose one of {QUANT_MODES} or None")
         self.tokenizer = loaded.tokenizer
@@ -209,6 +211,10 @@ class Engine:
         if self.weights != str(self.dtype).replace("torch.", ""):
             quantize_model(model, self.weights)
         self.model = model
+        # Opt-in: torch.compile (Inductor) of the one-token decode step fuses the ~35 small ops per
+        # layer that dominate small models once weights are int8. It needs a C++ compiler at run time
+        # and compiles for minutes on first use (benchmarks/RESULTS.md), so it is never the default.
+        self._decode_step = torch.compile(_last_logits, dynamic=True) if compile else _last_logits
         self.device = next(model.parameters()).device
         self.stop_ids = frozenset(self.tokenizer.stop_ids)
         self._cancel = threading.Event()
@@ -338,8 +344,14 @@ class Engine:
                  mask: torch.Tensor | None) -> torch.Tensor:
         """Run ``tokens`` (B, T) through the model writing cache slots ``start..``; last-position logits (B, V)."""
         cache.start = start
-        hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
-        return self.model.lm_head(hidden[:, -1]).float()  # (B, V): only the last position is sampled
+        step = self._decode_step if tokens.shape[1] == 1 else _last_logits
+        return step(self.model, tokens, positions, cache.layers, mask)
+
+
+def _last_logits(model, tokens: torch.Tensor, positions: torch.Tensor, layers, mask: torch.Tensor | None) -> torch.Tensor:
+    """Logits (B, V) float32 of the last position only: the only one that is sampled."""
+    hidden = model(tokens, positions, layers, mask, return_hidden=True)  # (B, T, C)
+    return model.lm_head(hidden[:, -1]).float()
 
 
 class _SessionState:
