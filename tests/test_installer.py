@@ -74,6 +74,12 @@ def test_resource_datas_of_the_checkout_hold_the_bundled_embedder():
     assert all(Path(src).is_file() for src, _ in pairs)
 
 
+def test_the_cross_language_dictionary_is_bundled():
+    (src, dest), = bi.lexicon_datas()
+    assert Path(src).name.startswith("cedict") and Path(src).stat().st_size > 3_000_000
+    assert dest == "resources/lexicon"
+
+
 def test_traced_hiddenimports_keep_site_packages_and_the_app_only(tmp_path):
     site = str(_site_package("numpy").parent)
     traced = {

@@ -60,3 +60,13 @@ def test_chinese_question_finds_english_passage(tmp_path):
         assert hits and "Copyright history" in hits[0].text
         hits = coll.search("关于打印机队列", k=3)
         assert hits and "printer queue" in hits[0].text
+
+
+def test_an_installer_bundle_reads_its_own_copy(tmp_path, monkeypatch):
+    import astrai_core.paths as paths
+
+    (tmp_path / "lexicon").mkdir()
+    copy = tmp_path / "lexicon" / cedict_path().name
+    copy.write_bytes(cedict_path().read_bytes())
+    monkeypatch.setattr(paths, "resources_root", lambda: tmp_path)
+    assert cedict_path() == copy

