@@ -79,6 +79,28 @@ def test_top_k_and_top_p_filters_by_hand():
     assert torch.equal(top_p_filter(logits, 1.0), logits)
 
 
+@pytest.mark.parametrize("scale", [0.1, 1.0, 8.0])  # flat (wide nucleus, k widens) to peaked
+@pytest.mark.parametrize("p", [0.3, 0.9, 0.999])
+def test_top_p_filter_equals_a_full_sort(scale, p):
+    logits = torch.randn(5000, generator=torch.Generator().manual_seed(7)) * scale
+    sorted_logits, order = torch.sort(logits, descending=True)
+    probs = sorted_logits.softmax(-1)
+    keep_sorted = probs.cumsum(-1) - probs < p
+    expected = torch.zeros(5000, dtype=torch.bool).scatter(0, order, keep_sorted)
+    out = top_p_filter(logits, p)
+    assert torch.equal(torch.isfinite(out), expected)
+    assert torch.equal(out[expected], logits[expected])
+
+
+def test_filtered_sampling_draws_only_survivors():
+    logits = torch.randn(1000, generator=torch.Generator().manual_seed(2)) * 3
+    g = torch.Generator().manual_seed(0)
+    allowed = set(torch.topk(logits, 5).indices.tolist())
+    draws = {next_token(logits, torch.tensor([], dtype=torch.long), 1.0, top_k=5, top_p=0.99, generator=g)
+             for _ in range(200)}
+    assert draws <= allowed and len(draws) > 1
+
+
 def test_repetition_penalty_and_greedy():
     logits = torch.tensor([2.0, -1.0, 1.5, 0.5])
     out = apply_repetition_penalty(logits, torch.tensor([0, 1]), 2.0)
