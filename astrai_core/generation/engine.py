@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -17,6 +18,7 @@ from astrai_core.errors import ConfigError, ContextLengthError, GenerationError
 from astrai_core.generation.cache import KVCache
 from astrai_core.generation.quantize import QUANT_MODES, quantize_model
 from astrai_core.generation.sampling import next_token
+from astrai_core.model import Block, Transformer
 from astrai_core.tokenizer import StreamDecoder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -211,10 +213,8 @@ class Engine:
         if self.weights != str(self.dtype).replace("torch.", ""):
             quantize_model(model, self.weights)
         self.model = model
-        # Opt-in: torch.compile (Inductor) of the one-token decode step fuses the ~35 small ops per
-        # layer that dominate small models once weights are int8. It needs a C++ compiler at run time
-        # and compiles for minutes on first use (benchmarks/RESULTS.md), so it is never the default.
-        self._decode_step = torch.compile(_last_logits, dynamic=True) if compile else _last_logits
+        if compile:
+            compile_decode_blocks(model)
         self.device = next(model.parameters()).device
         self.stop_ids = frozenset(self.tokenizer.stop_ids)
         self._cancel = threading.Event()
@@ -344,14 +344,25 @@ class Engine:
                  mask: torch.Tensor | None) -> torch.Tensor:
         """Run ``tokens`` (B, T) through the model writing cache slots ``start..``; last-position logits (B, V)."""
         cache.start = start
-        step = self._decode_step if tokens.shape[1] == 1 else _last_logits
-        return step(self.model, tokens, positions, cache.layers, mask)
+        hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
+        return self.model.lm_head(hidden[:, -1]).float()  # (B, V): only the last position is sampled
 
 
-def _last_logits(model, tokens: torch.Tensor, positions: torch.Tensor, layers, mask: torch.Tensor | None) -> torch.Tensor:
-    """Logits (B, V) float32 of the last position only: the only one that is sampled."""
-    hidden = model(tokens, positions, layers, mask, return_hidden=True)  # (B, T, C)
-    return model.lm_head(hidden[:, -1]).float()
+def compile_decode_blocks(model: Transformer) -> None:
+    """Run every block's one-token (decode) forward through one ``torch.compile`` (Inductor) graph.
+
+    It fuses the ~35 small ops per layer that dominate small models once weights are int8. One
+    graph serves all layers (same code, weights are graph inputs), so compiling takes seconds where
+    compiling the whole model took minutes (benchmarks/RESULTS.md). Prefill keeps the eager path.
+    Needs a C++ compiler at run time, hence opt-in.
+    """
+    compiled = torch.compile(Block.forward, dynamic=True)
+
+    def forward(self, x, *args):
+        return (compiled if x.shape[1] == 1 else Block.forward)(self, x, *args)
+
+    for layer in model.layers:
+        layer.forward = types.MethodType(forward, layer)
 
 
 class _SessionState:
