@@ -22,6 +22,7 @@ from astrai_core.model import Block, Transformer
 from astrai_core.tokenizer import StreamDecoder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 @dataclass
@@ -199,7 +200,7 @@ class Engine:
         # linears round their own inputs for the kernel, so they follow the same rule.
         self.dtype = requested if requested == torch.float32 or native_bf16() else torch.float32
         #: how the linear weights are stored: "float32", "bfloat16", "int8" or "int4"
-        self.weights = quantize or str(requested).replace("torch.", "")
+        self.weights = quantize or DTYPE_NAMES[requested]
         self.quantize = quantize
         ctx = self.config.max_position_embeddings
         if max_seq_len is not None and (not isinstance(max_seq_len, int) or max_seq_len < 2):
@@ -210,7 +211,7 @@ class Engine:
         for p in model.parameters():
             p.requires_grad_(False)
         model.fuse_for_inference()
-        if self.weights != str(self.dtype).replace("torch.", ""):
+        if self.weights != DTYPE_NAMES[self.dtype]:
             quantize_model(model, self.weights)
         self.model = model
         if compile:

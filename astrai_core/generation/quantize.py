@@ -127,6 +127,9 @@ class Int4Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+_LINEARS = {"int8": Int8Linear, "bfloat16": BF16Linear}
+
+
 def quantize_model(model: nn.Module, mode: str, group_size: int = 32) -> nn.Module:
     """Replace every ``nn.Linear`` in ``model`` (the output head included) in place by a
     ``mode`` ("bfloat16", "int8" or "int4") weight linear. A head tied to the embedding gets its
@@ -139,11 +142,5 @@ def quantize_model(model: nn.Module, mode: str, group_size: int = 32) -> nn.Modu
             continue  # the kernel needs whole groups; such a layer stays in the float dtype
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        if mode == "int8":
-            new = Int8Linear(linear)
-        elif mode == "int4":
-            new = Int4Linear(linear, group_size)
-        else:
-            new = BF16Linear(linear)
-        setattr(parent, child, new)
+        setattr(parent, child, Int4Linear(linear, group_size) if mode == "int4" else _LINEARS[mode](linear))
     return model
