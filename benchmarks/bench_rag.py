@@ -12,6 +12,7 @@ Usage::
     python benchmarks/bench_rag.py --big           # also the 1,335-page PDF
     python benchmarks/bench_rag.py --latency-only  # search latency at 10k / 100k chunks (real chunk texts)
     python benchmarks/bench_rag.py --embedder DIR  # another sentence-transformers folder
+    python benchmarks/bench_rag.py --dtype int8    # the embedder with dynamic int8 (opt-in; costs recall)
 
 Prints one JSON object; copy the figures into benchmarks/RESULTS.md.
 """
@@ -145,7 +146,7 @@ def latency(data_dir: Path, embedder, texts: list[str], sizes=(10_000, 100_000))
             coll.search(q, k=5)
             times.append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
-            embedder.encode_query(q)
+            embedder.encode_query(q, threads=1)
             embed_times.append((time.perf_counter() - t0) * 1000)
         out[str(n)] = {"median_ms": round(float(np.median(times)), 1), "p95_ms": round(float(np.percentile(times, 95)), 1),
                        "query_embedding_median_ms": round(float(np.median(embed_times)), 1)}
@@ -158,15 +159,16 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/astrai-bench"))
     ap.add_argument("--data-dir", type=Path, default=None, help="keep the collections here (default: a temp dir)")
     ap.add_argument("--embedder", default=None)
+    ap.add_argument("--dtype", default="float32", help="embedder precision: float32 (the app's), int8, bfloat16")
     ap.add_argument("--big", action="store_true", help="also index the 1,335-page LinuxCNC PDF")
     ap.add_argument("--latency-only", action="store_true")
     ap.add_argument("--skip-index", action="store_true", help="reuse dr-en / dr-zh collections in --data-dir")
     args = ap.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="astrai-bench-"))
     t0 = time.perf_counter()
-    embedder = load_embedder(args.embedder)
+    embedder = load_embedder(args.embedder, dtype=args.dtype)
     result = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs",
-              "embedder": str(embedder.path), "embedder_load_s": round(time.perf_counter() - t0, 2)}
+              "embedder": str(embedder.path), "embedder_dtype": embedder.dtype, "embedder_load_s": round(time.perf_counter() - t0, 2)}
     if not args.latency_only:
         if not args.skip_index:
             result["indexing"] = [index_pdf(data_dir, f"dr-{lang}", fetch(args.cache, lang), embedder)

@@ -32,7 +32,7 @@ class HashEmbedder:
             out[i] /= max(1e-6, float(np.linalg.norm(out[i])))
         return out
 
-    def encode_query(self, text):
+    def encode_query(self, text, threads=None):
         return self.encode([text])[0]
 
     def count_tokens(self, texts):

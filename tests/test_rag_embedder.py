@@ -88,3 +88,31 @@ def test_token_counts_unaffected_by_encoding(embedder):
     before = embedder.count_tokens(texts)
     embedder.encode(texts)
     assert embedder.count_tokens(texts) == before and before[0] < before[1]
+
+
+def test_pretransposed_linears_and_int8_against_plain_sentence_transformers(embedder):
+    """The speed changes keep the vectors: the pre-transposed float32 path matches the unmodified
+    sentence-transformers model, and opt-in int8 stays close to it."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["query: 如何设置静态 IP 地址？", "query: How do I list the files in a Debian package?",
+             "passage: grep(1) can be used to perform the text search on files."]
+    plain = SentenceTransformer(str(embedder.path), device="cpu", local_files_only=True,
+                                model_kwargs={"torch_dtype": torch.float32})
+    assert not any(isinstance(m, torch.nn.Linear) for m in embedder.model[0].auto_model.modules())
+    ref = plain.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    ours = embedder.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    q = embedder.encode_query("如何设置静态 IP 地址？", threads=1)
+    np.testing.assert_allclose(q, ref[0], atol=1e-5)
+    int8 = load_embedder(embedder.path, dtype="int8")
+    cos = (int8.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True) * ref).sum(1)
+    assert cos.min() > 0.98, cos
+
+
+def test_unknown_precision_is_refused(embedder):
+    from astrai_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="precision"):
+        load_embedder(embedder.path, dtype="float8")

@@ -55,7 +55,7 @@ def test_chinese_question_finds_english_passage(tmp_path):
     shutil.copy(DOCS / "debian-reference-apa.en.html", doc)
     with Collection.open(tmp_path / "data", embedder=HashEmbedder()) as coll:
         coll.add([doc])
-        assert coll._bm25_ids("版权的历史", 10, None) == []  # control: no shared keyword without translation
+        assert coll._bm25_ids("版权的历史", 10, None, coll.db) == []  # control: no shared keyword without translation
         hits = coll.search("版权的历史", k=3)
         assert hits and "Copyright history" in hits[0].text
         hits = coll.search("关于打印机队列", k=3)

@@ -21,6 +21,10 @@ def test_select_terms_keeps_rare_present_terms():
     assert select_terms(["file", "grep", "options", "regex"], df, total=1000, max_terms=2) == ["regex", "grep"]
     assert select_terms(["file"], df, total=1000) == ["file"]  # only common terms: keep the rarest
     assert select_terms(["missing"], df, total=1000) == []
+    # a postings budget keeps the rarest terms; the first term always stays
+    assert select_terms(["file", "grep", "options", "regex"], df, total=1000, max_postings=df["regex"] + df["grep"]) \
+        == ["regex", "grep"]
+    assert select_terms(["options"], df, total=1000, max_postings=1) == ["options"]
 
 
 def test_rrf_rewards_agreement():

@@ -28,7 +28,7 @@ API contract::
         # hits with relevant=False are dropped; none left -> found=False and a "say it's not in
         # the documents" prompt instead of noise
     load_embedder(name_or_path=None) -> Embedder   # .encode(texts, kind="passage"|"query"),
-        # .encode_query(text), .count_tokens(texts), .dim, .name
+        # .encode_query(text, threads=None), .count_tokens(texts), .dim, .name
 
 Errors are :class:`astrai_core.errors.DocumentError` (``PasswordError`` for encrypted PDFs) or
 ``ConfigError``; inside ``add`` a failing file becomes a "failed" outcome and the rest goes on.

@@ -13,12 +13,14 @@ be stale (detected through the generation counter), never inconsistent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -173,6 +175,8 @@ class Collection:
         self.folder = folder
         self._embedder = embedder
         self.db = sqlite3.connect(str(folder / "index.sqlite"), isolation_level=None, check_same_thread=False)
+        self._reader: sqlite3.Connection | None = None  # the keyword search's own connection (search())
+        self._reader_lock = threading.Lock()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)
@@ -203,6 +207,10 @@ class Collection:
         return cls(folder, embedder)
 
     def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         self.db.close()
 
     def __enter__(self) -> "Collection":
@@ -360,14 +368,17 @@ class Collection:
         chunks = chunk_pages(doc.pages, self.embedder.count_tokens, CHUNK_TOKENS, CHUNK_OVERLAP)
         if not chunks:
             raise DocumentError(f"{f}: no text to index")
-        vectors = []
+        # Embed in order of token length: every batch then holds chunks of nearly equal length and
+        # almost no padding is computed (in document order 17% of the embedded tokens were padding).
+        order = np.argsort(self.embedder.count_tokens([c.text for c in chunks]), kind="stable")
+        vecs = np.empty((len(chunks), self.embedder.dim), dtype=np.float16)
         step = 64
         for s in range(0, len(chunks), step):
             if cancel is not None and cancel.is_set():
                 raise _Cancelled()
-            vectors.append(self.embedder.encode([c.text for c in chunks[s:s + step]], kind="passage"))
+            part = order[s:s + step]
+            vecs[part] = self.embedder.encode([chunks[i].text for i in part], kind="passage")
             tick(0.1 + 0.85 * min(1.0, (s + step) / len(chunks)))
-        vecs = np.concatenate(vectors).astype(np.float16)
         after = _stat(f)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             raise DocumentError(f"{f}: file changed while it was being indexed; add it again")
@@ -408,7 +419,9 @@ class Collection:
         try:
             if cache.is_file() and gen_file.read_text().strip() == str(gen):
                 index = faiss.read_index(str(cache))
-        except (OSError, RuntimeError, ValueError):
+                if not isinstance(faiss.downcast_index(index.index), faiss.IndexScalarQuantizer):
+                    index = None  # a cache from before the float16 index: rebuild it
+        except (OSError, RuntimeError, ValueError, AttributeError):
             index = None  # a damaged cache is rebuilt
         if index is None:
             index = self._build_index()
@@ -420,7 +433,10 @@ class Collection:
 
         rows = self.db.execute("SELECT id, vector FROM chunks").fetchall()
         dim = len(rows[0][1]) // 2 if rows else (self._embedder.dim if self._embedder is not None else 384)
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        # Exact inner product over float16 codes: the vectors are stored as float16 anyway, so this
+        # ranks exactly like a float32 flat index while scanning half the bytes (2x faster at 100k).
+        index = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
+                                                             faiss.METRIC_INNER_PRODUCT))
         if rows:
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), dim)
@@ -466,10 +482,11 @@ class Collection:
         if not self.db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone():
             return []
         self._check_embedder()
-        qv = self.embedder.encode_query(query).astype(np.float32)
+        # The keyword search runs in SQLite (which releases the GIL) while the query is embedded.
+        keyword_search = _search_pool().submit(self._keyword_ids, query, n, doc_ids)
+        qv = self.embedder.encode_query(query, threads=1).astype(np.float32)
         dense = self._dense_ids(qv, n, doc_ids)
-        lexicon = default_lexicon()
-        lexical = self._bm25_ids(f"{query} {lexicon.translate(query)}" if lexicon else query, n, doc_ids)
+        lexical = keyword_search.result()
         fused = rrf([dense, lexical])
         top = sorted(fused, key=lambda cid: -fused[cid])[:k]
         if not top:
@@ -497,16 +514,26 @@ class Collection:
         _, ids = index.search(qv[None, :], min(n, index.ntotal))
         return [int(i) for i in ids[0] if i >= 0]
 
-    def _bm25_ids(self, query: str, n: int, doc_ids: list[int] | None) -> list[int]:
+    def _keyword_ids(self, query: str, n: int, doc_ids: list[int] | None) -> list[int]:
+        """BM25 ids for the question plus its dictionary translation, on the reader connection."""
+        lexicon = default_lexicon()
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = sqlite3.connect(str(self.folder / "index.sqlite"), isolation_level=None,
+                                               check_same_thread=False)
+            return self._bm25_ids(f"{query} {lexicon.translate(query)}" if lexicon else query, n, doc_ids,
+                                  self._reader)
+
+    def _bm25_ids(self, query: str, n: int, doc_ids: list[int] | None, db: sqlite3.Connection) -> list[int]:
         terms = query_terms(query)
         if not terms:
             return []
         marks = ",".join("?" * len(terms))
         try:
-            doc_freq = dict(self.db.execute(f"SELECT term, doc FROM fts_vocab WHERE term IN ({marks})", terms))
+            doc_freq = dict(db.execute(f"SELECT term, doc FROM fts_vocab WHERE term IN ({marks})", terms))
         except sqlite3.OperationalError:
             return []
-        total = self.db.execute("SELECT COALESCE(SUM(chunks), 0) FROM documents").fetchone()[0]
+        total = db.execute("SELECT COALESCE(SUM(chunks), 0) FROM documents").fetchone()[0]
         match = fts_query(select_terms(terms, doc_freq, total))
         if not match:
             return []
@@ -517,9 +544,14 @@ class Collection:
             args += doc_ids
         sql += "ORDER BY bm25(fts) LIMIT ?"
         try:
-            return [r[0] for r in self.db.execute(sql, args + [n])]
+            return [r[0] for r in db.execute(sql, args + [n])]
         except sqlite3.OperationalError:  # a query FTS5 cannot parse falls back to dense only
             return []
+
+
+@functools.cache
+def _search_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="astrai-keyword-search")
 
 
 def _stat(f: Path) -> os.stat_result:

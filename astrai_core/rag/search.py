@@ -21,6 +21,7 @@ you your""".split())
 RRF_K = 60  # the constant from Cormack et al.; damps the weight of the very top ranks
 MAX_QUERY_TERMS = 24
 COMMON_FRACTION = 0.1
+MAX_POSTINGS = 20_000
 
 
 def lexical_terms(text: str) -> list[str]:
@@ -52,17 +53,26 @@ def query_terms(text: str) -> list[str]:
 
 
 def select_terms(terms: Sequence[str], doc_freq: dict[str, int], total: int,
-                 max_terms: int = MAX_QUERY_TERMS, common: float = COMMON_FRACTION) -> list[str]:
+                 max_terms: int = MAX_QUERY_TERMS, common: float = COMMON_FRACTION,
+                 max_postings: int = MAX_POSTINGS) -> list[str]:
     """The terms worth sending to BM25, rarest first.
 
     Terms no chunk contains add nothing; terms in more than ``common`` of the chunks carry almost
     no BM25 weight (idf ~ log(1/common)) yet dominate the cost of an OR query, since every chunk
     holding one must be scored — they are dropped unless nothing rarer is left. At most
-    ``max_terms`` remain (a translated question can bring dozens).
+    ``max_terms`` remain (a translated question can bring dozens), and together they may occur in at
+    most ``max_postings`` chunks: in a large collection the rare terms that decide the ranking stay
+    and the frequent ones, which cost the most, go (the cost of a query grows with its postings).
     """
     present = sorted((t for t in terms if doc_freq.get(t, 0) > 0), key=lambda t: doc_freq[t])
-    rare = [t for t in present if doc_freq[t] <= common * total]
-    return (rare or present[:1])[:max_terms]
+    rare = [t for t in present if doc_freq[t] <= common * total] or present[:1]
+    out, postings = [], 0
+    for t in rare[:max_terms]:
+        postings += doc_freq[t]
+        if out and postings > max_postings:
+            break
+        out.append(t)
+    return out
 
 
 def fts_query(terms: Iterable[str]) -> str:

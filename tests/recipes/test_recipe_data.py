@@ -148,6 +148,9 @@ def test_grounded_example_uses_the_apps_prompt_and_cites_the_gold_source():
     wrong = tasks.dpo_from_grounded(ex_, ex_, {}, rng)[0]
     assert wrong["type"] == "wrong_source" and wrong["chosen"] == ex_.answer
     assert tasks.cited(wrong["rejected"]) and tasks.cited(wrong["rejected"]) != {ex_.gold}
+    (refused,) = [d for d in tasks.dpo_from_grounded(ex_, ex_, {}, rng) if d["type"] == "needless_refusal"]
+    assert refused["chosen"] == ex_.answer and tasks.is_refusal(refused["rejected"])
+    assert tasks.answer_language(refused["rejected"]) == "zh"
 
 
 def test_refusal_without_sources_and_invented_rejection():

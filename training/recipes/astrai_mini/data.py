@@ -158,7 +158,7 @@ def build_chat(corpus: Path, out: Path, cfg: DataConfig, count_tokens: tasks.Cou
         rng.shuffle(dpo)
         dpo = dpo[:cfg.dpo_max if split == "train" else cfg.eval_dpo]
         write_jsonl(out / f"dpo_{split}.jsonl", dpo)
-        for kind in ("wrong_source", "wrong_language", "invented"):
+        for kind in ("wrong_source", "wrong_language", "invented", "needless_refusal"):
             stats[f"{split}_dpo_{kind}"] = sum(d["type"] == kind for d in dpo)
         if split == "held":
             positives = [g for g in grounded if g.gold][:cfg.eval_grounded]

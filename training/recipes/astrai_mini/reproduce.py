@@ -258,8 +258,9 @@ class TimeBudget(Callback):
     """Fit a stage into a wall-clock budget: from the measured seconds per step, lower the trainer's
     ``max_steps`` so the run ends in time, and the cosine schedule still decays to its floor.
 
-    It re-plans every ``every`` steps (the machine is shared, so the speed drifts) and never raises
-    ``max_steps`` above the configured value.
+    It re-plans every ``every`` steps (the machine is shared, so the speed drifts): a slow spell
+    lowers ``max_steps`` and a faster one raises it again, never above the configured value (the
+    session-2 run kept the lowest plan of a busy quarter hour and stopped PT at half its steps).
     """
 
     def __init__(self, seconds: float, log: Callable[[str], None] = print, every: int = 10) -> None:
@@ -268,9 +269,10 @@ class TimeBudget(Callback):
         self.every = every
         self.t0 = 0.0
         self.step0 = 0
+        self.planned = 0
 
     def on_train_start(self, trainer) -> None:
-        self.t0, self.step0 = time.time(), trainer.step
+        self.t0, self.step0, self.planned = time.time(), trainer.step, trainer.config.max_steps
 
     def on_step_end(self, trainer, metrics: dict) -> None:
         done = trainer.step - self.step0
@@ -280,8 +282,8 @@ class TimeBudget(Callback):
         per_step = elapsed / done
         # Keep 5% of the budget for the final evaluation and export.
         fit = trainer.step + int(max(0.0, 0.95 * self.seconds - elapsed) / per_step)
-        new = max(trainer.step + 1, min(trainer.config.max_steps, fit))
-        if new < trainer.config.max_steps:
+        new = max(trainer.step + 1, min(self.planned, fit))
+        if new != trainer.config.max_steps:
             self.log(f"[reproduce] time budget: {per_step:.2f} s/step, max_steps {trainer.config.max_steps} -> {new}")
             trainer.config.max_steps = new
 
