@@ -30,6 +30,11 @@ _SKIP_SENSE = re.compile(r"^(variant of|old variant|see |see also|cl:|surname|ab
                          r"also written|erhua|japanese variant|taiwan pr|pr\.|classifier)", re.I)
 _GLOSS_STOPWORDS = QUERY_STOPWORDS | frozenset(
     "sth sb something someone somebody oneself one's etc esp lit fig also used not very".split())
+# Chinese question and pointer words: like QUERY_STOPWORDS in English they carry no topic, and
+# their glosses are noise that matches anywhere (如何 -> "way", 在哪里 -> "somewhere anywhere ...").
+# They are still consumed by the segmenter, just not translated.
+QUESTION_WORDS_ZH = frozenset("""如何 怎么 怎样 怎么样 怎么办 什么 为什么 为何 哪个 哪些 哪里 哪儿 在哪里 在哪儿
+是否 能否 可否 可以 能够 是谁 谁是 多少 几个 某个 某些 一个 这个 那个 这些 那些 之间 的话""".split())
 MAX_WORD_CHARS = 6  # longest headword tried when segmenting (longer entries are idioms and names)
 # Generous on purpose: a candidate the documents never use has no BM25 weight, so extra senses cost
 # little, while the sense a question needs is often not the first (配置: deploy, allocate, configure).
@@ -89,9 +94,11 @@ class Lexicon:
             i = 0
             while i < len(run):
                 for n in range(min(MAX_WORD_CHARS, len(run) - i), 1, -1):
-                    words = self.zh2en.get(run[i:i + n])
+                    word = run[i:i + n]
+                    words = self.zh2en.get(word)
                     if words:
-                        out.extend(w for w in words[:WORDS_PER_HEADWORD] if w not in out)
+                        if word not in QUESTION_WORDS_ZH:
+                            out.extend(w for w in words[:WORDS_PER_HEADWORD] if w not in out)
                         i += n
                         break
                 else:
