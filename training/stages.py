@@ -79,6 +79,7 @@ class StageConfig(TrainConfig):
     ref_model: str | None = None  # DPO reference model folder; defaults to init_from
     beta: float = 0.1  # DPO temperature
     label_smoothing: float = 0.0  # DPO conservative label smoothing in [0, 0.5)
+    nll_weight: float = 0.0  # DPO: weight of the chosen answer's per-token NLL added to the loss (RPO)
     patience: int = 0  # early stopping after this many evaluations without improvement; 0 = off
     min_delta: float = 0.0
     device: str = "auto"
@@ -92,6 +93,8 @@ class StageConfig(TrainConfig):
             raise ConfigError("out_dir is required")
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.nll_weight < 0:
+            raise ConfigError(f"nll_weight must be >= 0, got {self.nll_weight}")
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.seq_len < 2:
@@ -148,7 +151,8 @@ def build_strategy(stage: str, cfg: StageConfig, model: Transformer) -> tuple[St
         ref_path = cfg.ref_model or cfg.init_from
         if not ref_path:
             raise ConfigError("dpo needs `ref_model` or `init_from` (the SFT model folder)")
-        return DPOStrategy(load_model(ref_path).model.float(), cfg.beta, cfg.label_smoothing), model
+        return DPOStrategy(load_model(ref_path).model.float(), cfg.beta, cfg.label_smoothing,
+                           cfg.nll_weight), model
     if stage == "rm":
         return RMStrategy(), RewardModel.from_lm(model, cfg.init_from)
     raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")

@@ -129,17 +129,24 @@ class SFTStrategy(Strategy):
 
 
 class DPOStrategy(Strategy):
-    """Direct preference optimisation against a frozen reference model (sigmoid loss)."""
+    """Direct preference optimisation against a frozen reference model (sigmoid loss).
+
+    ``nll_weight`` > 0 adds ``nll_weight`` times the chosen completion's mean per-token negative
+    log-likelihood to each pair's loss (as in RPO): the policy must keep the chosen answer likely, so
+    the preference margin cannot be bought by making both answers improbable.
+    """
 
     name = "dpo"
     data_kind = "dpo"
 
-    def __init__(self, ref_model: nn.Module, beta: float = 0.1, label_smoothing: float = 0.0) -> None:
+    def __init__(self, ref_model: nn.Module, beta: float = 0.1, label_smoothing: float = 0.0,
+                 nll_weight: float = 0.0) -> None:
         self.ref_model = ref_model.eval()
         for p in self.ref_model.parameters():
             p.requires_grad_(False)
         self.beta = beta
         self.label_smoothing = label_smoothing
+        self.nll_weight = nll_weight
 
     def to(self, device):
         self.ref_model.to(device)
@@ -156,7 +163,12 @@ class DPOStrategy(Strategy):
         with torch.no_grad():
             ref = completion_logps(self.ref_model, ids, mask)
         loss, rc, rr = dpo_loss(policy[:B], policy[B:], ref[:B], ref[B:], self.beta, self.label_smoothing)
+        chosen_tokens = batch["chosen_mask"][:, 1:].sum(-1).clamp(min=1)
+        nll = -policy[:B] / chosen_tokens  # mean per-token NLL of each chosen answer
+        if self.nll_weight:
+            loss = loss + self.nll_weight * nll
         metrics = {
+            "nll/chosen": nll.detach().sum(),
             "rewards/chosen": rc.sum(), "rewards/rejected": rr.sum(), "rewards/margins": (rc - rr).sum(),
             "rewards/accuracies": (rc > rr).float().sum(),
             "logps/chosen": policy[:B].detach().sum(), "logps/rejected": policy[B:].detach().sum(),

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from astrai_core.config import preset
+from astrai_core.errors import ConfigError
 from astrai_core.model import Transformer
 from training.data.datasets import PairDataset, SFTDataset, collate
 from training.data.store import TokenStore
@@ -121,6 +122,28 @@ def test_dpo_loss_is_ln2_when_policy_equals_reference(stores):
     loss, metrics = DPOStrategy(ref, beta=0.1).loss_sum(policy, batch)
     assert loss.item() / 4 == pytest.approx(math.log(2), abs=1e-6)
     assert metrics["rewards/margins"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dpo_nll_term_adds_the_chosen_mean_token_nll(stores):
+    batch = _pair_batch(stores)
+    policy, ref = tiny(seed=3), tiny(seed=3)
+    plain, _ = DPOStrategy(ref, beta=0.1).loss_sum(policy, batch)
+    mixed, metrics = DPOStrategy(ref, beta=0.1, nll_weight=0.5).loss_sum(policy, batch)
+    # the chosen side's mean per-token NLL, computed directly from the logits
+    ids, mask = batch["chosen_ids"], batch["chosen_mask"][:, 1:].float()
+    with torch.no_grad():
+        logp = torch.log_softmax(policy(ids[:, :-1]).float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    nll = (-(logp * mask).sum(-1) / mask.sum(-1)).sum()
+    assert nll.item() > 0
+    assert metrics["nll/chosen"].item() == pytest.approx(nll.item(), rel=1e-5)
+    assert mixed.item() == pytest.approx(plain.item() + 0.5 * nll.item(), rel=1e-5)
+
+
+def test_dpo_nll_weight_must_not_be_negative(tmp_path):
+    from training.stages import StageConfig
+
+    with pytest.raises(ConfigError, match="nll_weight"):
+        StageConfig(train_data=str(tmp_path), out_dir=str(tmp_path), nll_weight=-1.0).validate()
 
 
 def test_dpo_loss_hand_computed():

@@ -39,6 +39,7 @@ class DataConfig:
     max_sources: int = 4
     prompt_budget: int = 384  # tokens for the grounded prompt (seq_len minus room for the answer)
     dpo_max: int = 6_000
+    needless_refusal_rate: float = 1.0  # share of answerable questions that get a "needless refusal" DPO pair
     eval_grounded: int = 120
     eval_translation: int = 60
     eval_dpo: int = 200
@@ -151,7 +152,7 @@ def build_chat(corpus: Path, out: Path, cfg: DataConfig, count_tokens: tasks.Cou
         dpo = []
         for i, g in enumerate(grounded):
             other = grounded[(i + 1 + rng.randrange(max(1, len(grounded) - 1))) % len(grounded)]
-            dpo += tasks.dpo_from_grounded(g, other, translations, rng)
+            dpo += tasks.dpo_from_grounded(g, other, translations, rng, cfg.needless_refusal_rate)
         for e in entries[:cfg.sft_dictionary // 4 if split == "train" else cfg.eval_translation]:
             dpo.append(_dictionary_wrong_language(e, rng))
         dpo = [d for d in dpo if d]
