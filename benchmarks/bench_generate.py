@@ -6,7 +6,6 @@ then times ``--repeats`` times a 512-token prompt followed by 128 greedy tokens 
 prompt each time, so no cached prefix is reused) and reports the medians: prefill tokens/s, decode
 tokens/s, time to first token, and peak RSS while generating. ``transformers`` runs the same weights
 in the same dtype with its own KV cache (``generate``); int8 is compared with its bfloat16 figures.
-Engine ``astrai-compile`` is ours with ``Engine(compile=True)`` (its compile time is ``warmup_s``).
 
     python benchmarks/bench_generate.py                      # everything (tens of minutes on 2 cores)
     python benchmarks/bench_generate.py --models smollm2 --repeats 3
@@ -101,13 +100,12 @@ def run_ours(args, loaded) -> dict:
 
     dtype, quantize = CASES[args.case]
     t = time.perf_counter()
-    engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8,
-                    compile=args.engine == "astrai-compile")
+    engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8)
     setup_s = time.perf_counter() - t
     engine.stop_ids = frozenset()  # decode exactly --new-tokens tokens, even on random weights
     vocab = loaded.config.vocab_size
     t = time.perf_counter()
-    engine.generate(prompt_ids(vocab, 64, 1), GenerationConfig(max_new_tokens=8))  # warm-up (and compile)
+    engine.generate(prompt_ids(vocab, 64, 1), GenerationConfig(max_new_tokens=8))  # warm-up
     warmup_s = time.perf_counter() - t
     reset_peak_rss()
     runs = []
@@ -167,7 +165,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="smollm2,astrai-1b")
     p.add_argument("--dtypes", default="float32,bfloat16,int8", help=f"any of {sorted(CASES)}")
-    p.add_argument("--engines", default="astrai,transformers", help="any of astrai, astrai-compile, transformers")
+    p.add_argument("--engines", default="astrai,transformers", help="any of astrai, transformers")
     p.add_argument("--repeats", type=int, default=1, help="timed generations per row (medians are reported)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-len", type=int, default=512)

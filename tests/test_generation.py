@@ -321,17 +321,3 @@ def test_low_precision_linear_decode_and_prefill_paths_agree(fmt):
     assert (many - ref).abs().max() < tol * scale
     assert (one - ref).abs().max() < tol * scale
     assert (one - many).abs().max() < tol * scale
-
-
-@pytest.mark.slow
-def test_compiled_decode_matches_eager(tokenizer):
-    """Engine(compile=True) gives the eager tokens (Inductor needs a C++ compiler; takes minutes).
-
-    python -m pytest tests/test_generation.py -m slow -k compiled
-    """
-    cfg = GenerationConfig(max_new_tokens=12)
-    for quantize in (None, "int8"):
-        eager = Engine(make_loaded(tokenizer), dtype="float32", quantize=quantize)
-        compiled = Engine(make_loaded(tokenizer), dtype="float32", quantize=quantize, compile=True)
-        assert compiled.generate(PROMPT, cfg).token_ids == eager.generate(PROMPT, cfg).token_ids
-        assert compiled.generate(PROMPT[:4], cfg).token_ids == eager.generate(PROMPT[:4], cfg).token_ids

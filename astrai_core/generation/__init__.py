@@ -5,12 +5,11 @@ over one loop.
 Contract (used by the app, the CLI and the API server)::
 
     from astrai_core.generation import Engine, GenerationConfig, GenerationResult
-    engine = Engine(loaded_model, dtype=None, quantize=None, max_seq_len=None, compile=False)
+    engine = Engine(loaded_model, dtype=None, quantize=None, max_seq_len=None)
     # dtype: None (auto: bfloat16 where the CPU multiplies bf16 natively, else float32) | "float32" | "bfloat16"
     #        without native bf16, "bfloat16" stores the linear weights in bf16 under float32 activations
     # quantize: None | "int8" | "int4" (weight-only, applied now; int4 layers need in_features % 32 == 0)
     # max_seq_len: cap on prompt + generated tokens (default and maximum: the model's context)
-    # compile: torch.compile each block's one-token decode step (needs a C++ compiler; seconds on first use)
     engine.dtype -> torch.dtype (activations, norms, attention, KV cache)
     engine.weights -> "float32" | "bfloat16" | "int8" | "int4" (how the linear weights are stored)
     engine.generate(prompt, config) -> GenerationResult          # prompt: str | list[int]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import types
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -18,7 +17,6 @@ from astrai_core.errors import ConfigError, ContextLengthError, GenerationError
 from astrai_core.generation.cache import KVCache
 from astrai_core.generation.quantize import QUANT_MODES, quantize_model
 from astrai_core.generation.sampling import next_token
-from astrai_core.model import Block, Transformer
 from astrai_core.tokenizer import StreamDecoder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -189,7 +187,7 @@ class Engine:
     """
 
     def __init__(self, loaded: LoadedModel, dtype: str | None = None, quantize: str | None = None,
-                 max_seq_len: int | None = None, prefill_chunk: int = 512, compile: bool = False) -> None:
+                 max_seq_len: int | None = None, prefill_chunk: int = 512) -> None:
         if quantize is not None and quantize not in QUANT_MODES:
             raise ConfigError(f"quantize={quantize!r} is not supported; choose one of {QUANT_MODES} or None")
         self.tokenizer = loaded.tokenizer
@@ -211,11 +209,11 @@ class Engine:
         for p in model.parameters():
             p.requires_grad_(False)
         model.fuse_for_inference()
-        if self.weights != DTYPE_NAMES[self.dtype]:
+        if self.weights != "float32":
+            # also for bfloat16 weights under bfloat16 activations: the swapped linear runs the
+            # compiled decode kernel (quantize.py), ~2x PyTorch's one-row GEMM
             quantize_model(model, self.weights)
         self.model = model
-        if compile:
-            compile_decode_blocks(model)
         self.device = next(model.parameters()).device
         self.stop_ids = frozenset(self.tokenizer.stop_ids)
         self._cancel = threading.Event()
@@ -347,23 +345,6 @@ class Engine:
         cache.start = start
         hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
         return self.model.lm_head(hidden[:, -1]).float()  # (B, V): only the last position is sampled
-
-
-def compile_decode_blocks(model: Transformer) -> None:
-    """Run every block's one-token (decode) forward through one ``torch.compile`` (Inductor) graph.
-
-    It fuses the ~35 small ops per layer that dominate small models once weights are int8. One
-    graph serves all layers (same code, weights are graph inputs), so compiling takes seconds where
-    compiling the whole model took minutes (benchmarks/RESULTS.md). Prefill keeps the eager path.
-    Needs a C++ compiler at run time, hence opt-in.
-    """
-    compiled = torch.compile(Block.forward, dynamic=True)
-
-    def forward(self, x, *args):
-        return (compiled if x.shape[1] == 1 else Block.forward)(self, x, *args)
-
-    for layer in model.layers:
-        layer.forward = types.MethodType(forward, layer)
 
 
 class _SessionState:

@@ -8,16 +8,20 @@ without AVX512-BF16/AMX) bfloat16 *activations* are emulated and make every elem
 float32 activations with low-precision weights get the byte savings without that cost
 (benchmarks/RESULTS.md, "Generation").
 
-Two paths per call, chosen by the number of rows (tokens) in the input:
+Three paths per call, chosen by the number of rows (tokens) in the input:
 
-- few rows (decode): PyTorch's weight-only kernels, which are fast only with bfloat16 inputs
+- few rows (decode), when the compiled kernels of :mod:`astrai_core.generation._decode` are built and
+  the CPU has AVX2 or AVX-512: our matrix-vector loops, which stream the weights at about twice the
+  rate of PyTorch's one-row kernels (measured 30 vs 15-19 GB/s on the 2-core development machine,
+  benchmarks/RESULTS.md); int8 there multiplies int8 weights by the input rounded per row to int16;
+- few rows without them: PyTorch's weight-only kernels, which are fast only with bfloat16 inputs
   (int8 x float32 runs a naive loop, measured 15-30x slower), so the input is rounded to bfloat16
   right before the matmul and the result returned in the input's dtype;
 - many rows (prefill): the weight is dequantized to the input's dtype for this call and the float
   GEMM runs (measured 2.5-4x faster than the weight-only kernels at 512 rows, and as fast as
   float32 weights; the temporary is one matrix).
 
-int8: symmetric, one scale per output channel, ``aten._weight_int8pack_mm``.
+int8: symmetric, one scale per output channel (``aten._weight_int8pack_mm`` layout).
 int4: asymmetric, one scale/zero per group of ``group_size`` inputs, ``aten._weight_int4pack_mm_for_cpu``
 (always the kernel: its packed layout is not dequantized here, so int4 prefill is slower).
 """
@@ -30,10 +34,39 @@ from torch import nn
 
 from astrai_core.errors import ConfigError
 
+try:  # the optional compiled decode kernels (setup.py); absent where no C compiler was found
+    from astrai_core.generation import _decode
+except ImportError:  # pragma: no cover - depends on the install
+    _decode = None
+
 QUANT_MODES = ("int8", "int4")
 WEIGHT_FORMATS = ("bfloat16",) + QUANT_MODES
 # Above this many rows the dequantize-then-GEMM path wins (crossover measured at ~16 rows).
 KERNEL_MAX_ROWS = 16
+#: set False to force PyTorch's kernels (tests compare the two)
+USE_MATVEC = True
+
+
+def matvec_level() -> int:
+    """Vector path of the compiled decode kernels: 0 none (not built, or CPU without AVX2),
+    1 AVX2+FMA, 2 AVX-512."""
+    return _decode.level() if _decode is not None else 0
+
+
+def _matvec_ok(x: torch.Tensor, in_features: int) -> bool:
+    return (USE_MATVEC and _decode is not None and x.device.type == "cpu" and in_features % 32 == 0
+            and x.dtype in (torch.float32, torch.bfloat16) and _decode.level() > 0)
+
+
+def _matvec(kind: int, weight: torch.Tensor, scales: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """x (..., K) @ weight (N, K).T through the compiled loops; kind 0 = bfloat16, 1 = int8 weights."""
+    n, k = weight.shape
+    x2 = x.reshape(-1, k).contiguous()
+    y = torch.empty(x2.shape[0], n, dtype=x.dtype)
+    _decode.matvec(kind, weight.data_ptr(), 0 if scales is None else scales.data_ptr(), x2.data_ptr(),
+                 x.dtype == torch.bfloat16, y.data_ptr(), y.dtype == torch.bfloat16, x2.shape[0], n, k,
+                 torch.get_num_threads())
+    return y.view(*x.shape[:-1], n)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,8 +92,11 @@ class BF16Linear(nn.Module):
         self.bias = _bias(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() // self.in_features > KERNEL_MAX_ROWS:
+        rows = x.numel() // self.in_features
+        if rows > KERNEL_MAX_ROWS:
             y = F.linear(x, self.weight.to(x.dtype))
+        elif _matvec_ok(x, self.in_features):
+            y = _matvec(0, self.weight, None, x)
         else:
             y = F.linear(x.to(torch.bfloat16), self.weight).to(x.dtype)
         return y if self.bias is None else y + self.bias
@@ -74,7 +110,9 @@ class Int8Linear(nn.Module):
         q, scales = quantize_int8(linear.weight.detach())
         self.out_features, self.in_features = q.shape
         self.register_buffer("weight", q)
-        self.register_buffer("scales", scales.to(torch.bfloat16))  # the kernel wants its input's dtype
+        self.register_buffer("scales", scales)  # float32, for our kernel and the dequantized GEMM
+        # PyTorch's kernel wants scales in its input's dtype (bfloat16)
+        self.register_buffer("scales_bf16", scales.to(torch.bfloat16), persistent=False)
         self.bias = _bias(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,8 +121,10 @@ class Int8Linear(nn.Module):
         if x2.shape[0] > KERNEL_MAX_ROWS:
             # per-output-channel scales commute with the matmul: scale the (rows, N) output instead
             y = F.linear(x2, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+        elif _matvec_ok(x, self.in_features):
+            y = _matvec(1, self.weight, self.scales, x2)
         else:
-            y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16).contiguous(), self.weight, self.scales)
+            y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16).contiguous(), self.weight, self.scales_bf16)
             y = y.to(x.dtype)
         y = y.view(*shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
