@@ -8,7 +8,8 @@ Contract (used by the app, the CLI and the API server)::
     engine = Engine(loaded_model, dtype=None, quantize=None, max_seq_len=None)
     # dtype: None (auto: bfloat16 where the CPU multiplies bf16 natively, else float32) | "float32" | "bfloat16"
     #        without native bf16, "bfloat16" stores the linear weights in bf16 under float32 activations
-    # quantize: None | "int8" | "int4" (weight-only, applied now; int4 layers need in_features % 32 == 0)
+    # quantize: None | "int8" | "int4" (weight-only, applied now; int4 layers need in_features % 32 == 0
+    #           and out_features % 16 == 0, others stay in the float dtype)
     # max_seq_len: cap on prompt + generated tokens (default and maximum: the model's context)
     engine.dtype -> torch.dtype (activations, norms, attention, KV cache)
     engine.weights -> "float32" | "bfloat16" | "int8" | "int4" (how the linear weights are stored)
@@ -40,8 +41,9 @@ Behaviour:
   any thread; the running call ends within one decode step (or prefill chunk) with
   ``finish_reason`` "cancelled", and the engine stays usable.
 - The engine takes over ``loaded_model.model``: it converts it in place to the activation dtype,
-  fuses q/k/v and gate/up projections and, for bfloat16/int8/int4 weights under other activations,
-  swaps its linears (:mod:`astrai_core.generation.quantize`).
+  fuses q/k/v and gate/up projections, swaps its linears for bfloat16/int8/int4 weights
+  (:mod:`astrai_core.generation.quantize`) and, where the compiled kernels are built, runs each
+  one-token batch-1 step through :class:`astrai_core.generation.kernels.DecodeStep`.
 """
 
 from astrai_core.generation.engine import Engine, GenerationConfig, GenerationResult, resolve_dtype

@@ -1,26 +1,25 @@
 /* Kernels for decode (one new token per sequence), where PyTorch's per-call costs dominate.
  *
- * matvec: y (M, N) = x (M, K) @ W (N, K)^T for a few rows M.
+ * Decode reads every weight once per token, so its floor is weight bytes / memory bandwidth, yet at
+ * one token PyTorch spends most of its time elsewhere: its one-row GEMMs (oneDNN bfloat16,
+ * aten._weight_int8pack_mm) stream weights at 15-19 GB/s on the 2-core development machine, its
+ * fused attention takes ~390 us per layer for a bfloat16 query over 600 cached positions, and each
+ * of the ~35 small ops of a layer costs microseconds of dispatch (benchmarks/RESULTS.md).
  *
- * Decode reads every weight once per token, so its speed is weight bytes / memory bandwidth.
- * PyTorch's CPU paths for one row (oneDNN bfloat16 GEMM, aten._weight_int8pack_mm) stream weights
- * at roughly a third of this machine's bandwidth (benchmarks/RESULTS.md, "Generation"); these loops
- * stream one weight row at a time, contiguously, with enough independent accumulators to keep the
- * loads in flight, and split the rows across threads.
+ * matvec: y (M, N) = x (M, K) @ W (N, K)^T for 1-16 rows, one weight row streamed at a time with four
+ *   independent accumulators, rows split across threads (~30 GB/s here):
+ *   - bfloat16 weights are widened to float32 (a 16-bit shift) and multiplied in float32;
+ *   - int8 weights (one float scale per row) multiply x rounded per row to int16 (absmax / 32767),
+ *     summed exactly in int32 over blocks of 256 (127 * 32767 * 256 < 2^31) and then in float32;
+ *   - float32 weights as they are.
+ * step: every layer of one token for a batch of one (RMSNorm, fused q/k/v with optional bias and
+ *   QK-norm, rotary, the cache write, grouped-query attention over the filled slots with the softmax
+ *   in float32, output projection, RMSNorm, SwiGLU, residuals) in one call, the residual stream kept
+ *   in float32; the model's own forward (astrai_core/model.py) is the reference it is tested against.
  *
- *   bfloat16 weights: each weight widened to float32 (a 16-bit shift) and multiplied in float32.
- *   int8 weights, one float scale per output row: x is quantized per input row to int16
- *     (absmax / 32767, ~1e-5 relative), products summed exactly in int32 over blocks of 256
- *     (127 * 32767 * 256 < 2^31, so no overflow) and the blocks summed in float32.
- *
- * attend: one query per sequence against the filled part of a key/value cache (grouped heads,
- * softmax in float32); PyTorch's fused attention spends ~390 us per layer on a bfloat16 query over
- * 600 cached positions, of which almost nothing is arithmetic.
- *
- * x and y are float32 or bfloat16 (flags), contiguous. Weights must be contiguous with K a multiple
- * of 32. Paths: AVX-512 (F+BW) and AVX2+FMA, chosen at run time by the CPU; other CPUs and
- * compilers build without them and ``level()`` reports 0, so the Python side keeps PyTorch's
- * kernels. The GIL is released while the loops run, so other Python threads (the GUI) keep going.
+ * Weights must be contiguous with K a multiple of 32. Paths: AVX-512 (F+BW) and AVX2+FMA, chosen at
+ * run time by the CPU; other CPUs and compilers build without them and level() reports 0, so the
+ * Python side keeps PyTorch's ops. The GIL is released while the loops run (the GUI keeps going).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -108,6 +107,19 @@ T512 static float dot_i8_512(const int8_t *w, const int16_t *x, long K) {
     return _mm512_reduce_add_ps(f);
 }
 
+T512 static float dot_f32_512(const float *w, const float *x, long K) {
+    __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
+    long k = 0;
+    for (; k + 64 <= K; k += 64) {
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a);
+        b = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16), _mm512_loadu_ps(x + k + 16), b);
+        c = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 32), _mm512_loadu_ps(x + k + 32), c);
+        d = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 48), _mm512_loadu_ps(x + k + 48), d);
+    }
+    for (; k < K; k += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a);
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+}
+
 /* ---- AVX2 --------------------------------------------------------------------------------- */
 T256 static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
@@ -149,125 +161,100 @@ T256 static float dot_i8_256(const int8_t *w, const int16_t *x, long K) {
     }
     return hsum256(f);
 }
+T256 static float dot_f32_256(const float *w, const float *x, long K) {
+    __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
+    for (long k = 0; k < K; k += 32) {
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), b);
+        c = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 16), _mm256_loadu_ps(x + k + 16), c);
+        d = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 24), _mm256_loadu_ps(x + k + 24), d);
+    }
+    return hsum256(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+}
 #endif
 
-/* ---- the row loops, split across threads ------------------------------------------------- */
-typedef struct {
-    int kind;           /* 0 bfloat16 weights, 1 int8 weights */
-    const void *w;      /* (N, K) */
-    const float *scale; /* (N,) int8 row scales */
-    const float *xf;    /* (M, K) float32 activations (bfloat16 path) */
-    const int16_t *xq;  /* (M, K) int16 activations (int8 path) */
-    const float *xs;    /* (M,) their scales */
-    void *y;            /* (M, N) */
-    int y_bf16;
-    long M, N, K;
-} Job;
+/* ---- linears: y = x @ W^T for M rows, rows of W split across threads ------------------------ */
+enum { W_BF16 = 0, W_INT8 = 1, W_F32 = 2 };
 
-static void run_rows(const Job *j, long n0, long n1) {
+typedef struct {
+    int kind;           /* W_BF16, W_INT8 or W_F32 */
+    const void *w;      /* (N, K) contiguous */
+    const float *scale; /* (N,) per-row scales of int8 weights */
+    long N, K;
+} Lin;
+
+typedef struct {  /* the input of a linear, prepared once per call */
+    long M;
+    const float *xf;   /* (M, K) float32 */
+    const int16_t *xq; /* (M, K) rounded to int16 per row (int8 weights only) */
+    const float *xs;   /* (M,) their scales */
+} Input;
+
+/* int8 weights multiply the input rounded per row to int16: absmax / 32767 */
+static void quantize_rows(const float *x, long M, long K, int16_t *xq, float *xs) {
+    for (long m = 0; m < M; m++) {
+        const float *r = x + m * K;
+        float amax = 0.f;
+        for (long k = 0; k < K; k++) amax = fmaxf(amax, fabsf(r[k]));
+        float sc = amax > 0.f && isfinite(amax) ? amax / 32767.f : 1.f, inv = 1.f / sc;
+        for (long k = 0; k < K; k++) xq[m * K + k] = (int16_t)lrintf(r[k] * inv);
+        xs[m] = sc;
+    }
+}
+
+static float dot_row(const Lin *l, long n, const Input *in, long m) {
 #if HAVE_X86
-    for (long n = n0; n < n1; n++) {
-        for (long m = 0; m < j->M; m++) {
-            float v;
-            if (j->kind == 0) {
-                const uint16_t *w = (const uint16_t *)j->w + n * j->K;
-                v = g_level == 2 ? dot_bf16_512(w, j->xf + m * j->K, j->K) : dot_bf16_256(w, j->xf + m * j->K, j->K);
-            } else {
-                const int8_t *w = (const int8_t *)j->w + n * j->K;
-                v = (g_level == 2 ? dot_i8_512(w, j->xq + m * j->K, j->K) : dot_i8_256(w, j->xq + m * j->K, j->K))
-                    * j->scale[n] * j->xs[m];
-            }
-            if (j->y_bf16) ((uint16_t *)j->y)[m * j->N + n] = f32_to_bf16(v);
-            else ((float *)j->y)[m * j->N + n] = v;
-        }
+    long K = l->K;
+    int wide = g_level == 2;
+    switch (l->kind) {
+    case W_BF16: {
+        const uint16_t *w = (const uint16_t *)l->w + n * K;
+        return wide ? dot_bf16_512(w, in->xf + m * K, K) : dot_bf16_256(w, in->xf + m * K, K);
+    }
+    case W_INT8: {
+        const int8_t *w = (const int8_t *)l->w + n * K;
+        float d = wide ? dot_i8_512(w, in->xq + m * K, K) : dot_i8_256(w, in->xq + m * K, K);
+        return d * l->scale[n] * in->xs[m];
+    }
+    default: {
+        const float *w = (const float *)l->w + n * K;
+        return wide ? dot_f32_512(w, in->xf + m * K, K) : dot_f32_256(w, in->xf + m * K, K);
+    }
     }
 #else
-    (void)j; (void)n0; (void)n1;
+    (void)l; (void)n; (void)in; (void)m;
+    return 0.f;
 #endif
 }
 
-static void run_job(const Job *j, int threads) {
+/* rows n0..n1 of y (M, N): float32 into yf, or bfloat16 into yb */
+static void lin_rows(const Lin *l, const Input *in, float *yf, uint16_t *yb, long n0, long n1) {
+    for (long n = n0; n < n1; n++)
+        for (long m = 0; m < in->M; m++) {
+            float v = dot_row(l, n, in, m);
+            if (yb) yb[m * l->N + n] = f32_to_bf16(v);
+            else yf[m * l->N + n] = v;
+        }
+}
+
+static void lin_run(const Lin *l, const Input *in, float *yf, uint16_t *yb, int threads) {
 #ifdef _OPENMP
-    if (threads > 1 && j->N >= 64) {
+    if (threads > 1 && l->N >= 64) {
         #pragma omp parallel num_threads(threads)
         {
             long t = omp_get_thread_num(), T = omp_get_num_threads();
-            long chunk = (j->N + T - 1) / T, a = t * chunk, b = a + chunk < j->N ? a + chunk : j->N;
-            if (a < b) run_rows(j, a, b);
+            long chunk = (l->N + T - 1) / T, a = t * chunk, b = a + chunk < l->N ? a + chunk : l->N;
+            if (a < b) lin_rows(l, in, yf, yb, a, b);
         }
         return;
     }
 #else
     (void)threads;
 #endif
-    run_rows(j, 0, j->N);
+    lin_rows(l, in, yf, yb, 0, l->N);
 }
 
-/* ---- Python glue ---------------------------------------------------------------------------- */
-static int as_ptr(PyObject *o, void **p) {
-    *p = PyLong_AsVoidPtr(o);
-    return !(*p == NULL && PyErr_Occurred());
-}
-
-/* matvec(kind, w, scale, x, x_bf16, y, y_bf16, M, N, K, threads) -> None; pointers are ints */
-static PyObject *matvec(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "matvec takes 11 arguments");
-        return NULL;
-    }
-    Job j;
-    void *w, *scale, *x, *y;
-    j.kind = (int)PyLong_AsLong(args[0]);
-    if (!as_ptr(args[1], &w) || !as_ptr(args[2], &scale) || !as_ptr(args[3], &x) || !as_ptr(args[5], &y)) return NULL;
-    int x_bf16 = PyObject_IsTrue(args[4]);
-    j.y_bf16 = PyObject_IsTrue(args[6]);
-    j.M = PyLong_AsLong(args[7]);
-    j.N = PyLong_AsLong(args[8]);
-    j.K = PyLong_AsLong(args[9]);
-    int threads = (int)PyLong_AsLong(args[10]);
-    if (PyErr_Occurred()) return NULL;
-    if (g_level <= 0) {
-        PyErr_SetString(PyExc_RuntimeError, "no vector path for this CPU");
-        return NULL;
-    }
-    if (j.M < 1 || j.M > MAX_ROWS || j.N < 1 || j.K < 32 || j.K % 32 || (j.kind != 0 && j.kind != 1)) {
-        PyErr_Format(PyExc_ValueError, "matvec: unsupported shape M=%ld N=%ld K=%ld kind=%d", j.M, j.N, j.K, j.kind);
-        return NULL;
-    }
-    j.w = w;
-    j.y = y;
-    j.scale = (const float *)scale;
-    /* activations in float32 (and int16 for int8 weights): M*K values, small next to the weights */
-    size_t mk = (size_t)j.M * (size_t)j.K;
-    float *xf = (float *)malloc(mk * sizeof(float) + mk * sizeof(int16_t) + (size_t)j.M * sizeof(float));
-    if (!xf) return PyErr_NoMemory();
-    int16_t *xq = (int16_t *)(xf + mk);
-    float *xs = (float *)(xq + mk);
-    Py_BEGIN_ALLOW_THREADS
-    for (size_t i = 0; i < mk; i++) xf[i] = x_bf16 ? bf16_to_f32(((const uint16_t *)x)[i]) : ((const float *)x)[i];
-    if (j.kind == 1) {
-        for (long m = 0; m < j.M; m++) {
-            const float *r = xf + m * j.K;
-            float amax = 0.f;
-            for (long k = 0; k < j.K; k++) amax = fmaxf(amax, fabsf(r[k]));
-            float s = amax > 0.f && isfinite(amax) ? amax / 32767.f : 1.f;
-            float inv = 1.f / s;
-            for (long k = 0; k < j.K; k++) xq[m * j.K + k] = (int16_t)lrintf(r[k] * inv);
-            xs[m] = s;
-        }
-    }
-    j.xf = xf;
-    j.xq = xq;
-    j.xs = xs;
-    run_job(&j, threads);
-    Py_END_ALLOW_THREADS
-    free(xf);
-    Py_RETURN_NONE;
-}
-
-
-/* ---- decode attention ------------------------------------------------------------------------ */
+/* ---- one-query attention over a cache --------------------------------------------------------- */
 #if HAVE_X86
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -278,17 +265,19 @@ static inline float load_f(const void *p, long i, int bf16) {
     return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
-/* one (sequence, head): q (hs) against keys/values (S, hs) -> out (hs); scratch holds S floats */
+/* q (hs) against keys/values (S, hs) -> out (hs), softmax in float32; scores holds S floats */
 CLONES static void attend_head(const float *q, const void *k, const void *v, int bf16, long S, long hs,
-                               float scale, float *scores, float *acc) {
+                               float scale, float *scores, float *out) {
     float mx = -INFINITY;
     for (long s = 0; s < S; s++) {
         float d = 0.f;
         if (bf16) {
             const uint16_t *kr = (const uint16_t *)k + s * hs;
+            #pragma omp simd reduction(+ : d)
             for (long i = 0; i < hs; i++) d += q[i] * bf16_to_f32(kr[i]);
         } else {
             const float *kr = (const float *)k + s * hs;
+            #pragma omp simd reduction(+ : d)
             for (long i = 0; i < hs; i++) d += q[i] * kr[i];
         }
         d *= scale;
@@ -300,94 +289,308 @@ CLONES static void attend_head(const float *q, const void *k, const void *v, int
         scores[s] = expf(scores[s] - mx);
         sum += scores[s];
     }
-    for (long i = 0; i < hs; i++) acc[i] = 0.f;
+    for (long i = 0; i < hs; i++) out[i] = 0.f;
     for (long s = 0; s < S; s++) {
         float p = scores[s];
         if (bf16) {
             const uint16_t *vr = (const uint16_t *)v + s * hs;
-            for (long i = 0; i < hs; i++) acc[i] += p * bf16_to_f32(vr[i]);
+            for (long i = 0; i < hs; i++) out[i] += p * bf16_to_f32(vr[i]);
         } else {
             const float *vr = (const float *)v + s * hs;
-            for (long i = 0; i < hs; i++) acc[i] += p * vr[i];
+            for (long i = 0; i < hs; i++) out[i] += p * vr[i];
         }
     }
-    for (long i = 0; i < hs; i++) acc[i] /= sum;
+    float inv = 1.f / sum;
+    for (long i = 0; i < hs; i++) out[i] *= inv;
 }
 
 typedef struct {
-    const void *q, *k, *v;
-    void *out;
-    int bf16;
+    const float *q;  /* (B, nh, hs) float32 */
+    const void *k, *v; /* cache (B, nkv, S_max, hs) */
+    float *out;      /* (B, nh, hs) float32 */
+    int bf16;        /* cache dtype */
     long B, nh, nkv, S, S_max, hs;
     float scale;
 } Attn;
 
-/* heads h0..h1 (flattened sequence*head); buf holds S + 2*hs floats of scratch */
-static void attend_range(const Attn *a, long h0, long h1, float *buf) {
-    float *q = buf + a->S, *acc = q + a->hs;
+static void attend_range(const Attn *a, long h0, long h1, float *scores) {
     long group = a->nh / a->nkv;
+    size_t esz = a->bf16 ? 2 : 4;
     for (long bh = h0; bh < h1; bh++) {
-        long b = bh / a->nh, h = bh % a->nh, g = h / group;
-        for (long i = 0; i < a->hs; i++) q[i] = load_f(a->q, bh * a->hs + i, a->bf16);
-        size_t off = (size_t)((b * a->nkv + g) * a->S_max) * (size_t)a->hs;
-        size_t esz = a->bf16 ? 2 : 4;
-        attend_head(q, (const char *)a->k + off * esz, (const char *)a->v + off * esz, a->bf16, a->S, a->hs,
-                    a->scale, buf, acc);
-        for (long i = 0; i < a->hs; i++) {
-            if (a->bf16) ((uint16_t *)a->out)[bh * a->hs + i] = f32_to_bf16(acc[i]);
-            else ((float *)a->out)[bh * a->hs + i] = acc[i];
-        }
+        long b = bh / a->nh, g = (bh % a->nh) / group;
+        size_t off = (size_t)((b * a->nkv + g) * a->S_max) * (size_t)a->hs * esz;
+        attend_head(a->q + bh * a->hs, (const char *)a->k + off, (const char *)a->v + off, a->bf16, a->S, a->hs,
+                    a->scale, scores, a->out + bh * a->hs);
     }
 }
 
-/* attend(q, k, v, out, bf16, B, nh, nkv, S, S_max, hs, scale, threads): q/out (B, nh, hs), k/v the
-   cache (B, nkv, S_max, hs) of which the first S positions are used; pointers are ints */
-static PyObject *attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "attend takes 13 arguments");
-        return NULL;
-    }
-    Attn a;
-    void *q, *k, *v, *out;
-    if (!as_ptr(args[0], &q) || !as_ptr(args[1], &k) || !as_ptr(args[2], &v) || !as_ptr(args[3], &out)) return NULL;
-    a.bf16 = PyObject_IsTrue(args[4]);
-    a.B = PyLong_AsLong(args[5]);
-    a.nh = PyLong_AsLong(args[6]);
-    a.nkv = PyLong_AsLong(args[7]);
-    a.S = PyLong_AsLong(args[8]);
-    a.S_max = PyLong_AsLong(args[9]);
-    a.hs = PyLong_AsLong(args[10]);
-    a.scale = (float)PyFloat_AsDouble(args[11]);
-    int threads = (int)PyLong_AsLong(args[12]);
-    if (PyErr_Occurred()) return NULL;
-    if (a.B < 1 || a.nkv < 1 || a.nh % a.nkv || a.S < 1 || a.S > a.S_max || a.hs < 1) {
-        PyErr_Format(PyExc_ValueError, "attend: unsupported shape B=%ld nh=%ld nkv=%ld S=%ld S_max=%ld hs=%ld",
-                     a.B, a.nh, a.nkv, a.S, a.S_max, a.hs);
-        return NULL;
-    }
-    a.q = q; a.k = k; a.v = v; a.out = out;
-    long total = a.B * a.nh, per = a.S + 2 * a.hs;
-#ifndef _OPENMP
-    threads = 1;
-#endif
-    if (threads < 1 || total < 2 || a.S < 64) threads = 1;
-    float *scratch = (float *)malloc((size_t)threads * (size_t)per * sizeof(float));
-    if (!scratch) return PyErr_NoMemory();
-    Py_BEGIN_ALLOW_THREADS
+/* scratch: threads * S floats */
+static void attend_run(const Attn *a, float *scratch, int threads) {
+    long total = a->B * a->nh;
 #ifdef _OPENMP
-    if (threads > 1) {
+    if (threads > 1 && total > 1 && a->S >= 64) {
         #pragma omp parallel num_threads(threads)
         {
             long t = omp_get_thread_num(), T = omp_get_num_threads();
             long chunk = (total + T - 1) / T, lo = t * chunk, hi = lo + chunk < total ? lo + chunk : total;
-            if (lo < hi) attend_range(&a, lo, hi, scratch + t * per);
+            if (lo < hi) attend_range(a, lo, hi, scratch + t * a->S);
         }
-    } else
+        return;
+    }
+#else
+    (void)threads;
 #endif
-    attend_range(&a, 0, total, scratch);
+    attend_range(a, 0, total, scratch);
+}
+
+/* ---- the fused decode step: every layer of one token ------------------------------------------ */
+typedef struct {
+    const void *in_norm, *post_norm, *q_norm, *k_norm, *qkv_bias; /* activation dtype; NULL when absent */
+    Lin qkv, o, gate_up, down;
+} Layer;
+
+typedef struct {
+    long L, C, nh, nkv, hs, I; /* layers, hidden, heads, kv heads, head dim, intermediate */
+    float eps;
+    int bf16;                  /* activation (and cache, norm, bias, rope table) dtype */
+    Layer *layers;
+    float *buf;                /* scratch, sized in make_plan for S_cap positions */
+    long S_cap;
+    int threads;               /* the most threads the scratch is sized for */
+} Plan;
+
+static void rmsnorm(const float *x, const void *w, int bf16, float eps, long n, float *out) {
+    float ss = 0.f;
+    #pragma omp simd reduction(+ : ss)
+    for (long i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.f / sqrtf(ss / (float)n + eps);
+    for (long i = 0; i < n; i++) out[i] = x[i] * r * load_f(w, i, bf16);
+}
+
+/* rotate-half rotary: out_i = x_i cos_i + x_{(i + hs/2) % hs} sin_i (sin signed, see model.apply_rope) */
+static void rope(float *x, const void *cos, const void *sin, int bf16, long hs) {
+    float tmp[1024];
+    long h = hs / 2;
+    for (long i = 0; i < hs; i++) tmp[i] = x[i];
+    for (long i = 0; i < hs; i++) x[i] = tmp[i] * load_f(cos, i, bf16) + tmp[(i + h) % hs] * load_f(sin, i, bf16);
+}
+
+static void store_f(void *p, long i, float v, int bf16) {
+    if (bf16) ((uint16_t *)p)[i] = f32_to_bf16(v);
+    else ((float *)p)[i] = v;
+}
+
+static void plan_free(PyObject *capsule) {
+    Plan *p = (Plan *)PyCapsule_GetPointer(capsule, "astrai.decode_plan");
+    if (!p) return;
+    free(p->layers);
+    free(p->buf);
+    free(p);
+}
+
+static void run_linear(const Lin *l, const float *x, float *y, int16_t *xq, float *xs, int threads) {
+    Input in = {1, x, xq, xs};
+    if (l->kind == W_INT8) quantize_rows(x, 1, l->K, xq, xs);
+    lin_run(l, &in, y, NULL, threads);
+}
+
+/* x (C) activation dtype, updated in place through every layer; the cache (L, 1, nkv, S_max, hs)
+   gets this token's keys/values at `slot`, and attention covers slots 0..slot */
+static void plan_step(Plan *p, void *x_io, const void *cos, const void *sin, void *kc, void *vc, long slot,
+                      long S_max, int threads) {
+    long C = p->C, nq = p->nh * p->hs, nk = p->nkv * p->hs, I = p->I, S = slot + 1;
+    float *x = p->buf, *h = x + C, *qkv = h + C, *att = qkv + nq + 2 * nk, *gu = att + nq, *act = gu + 2 * I;
+    float *xs = act + I, *scores = xs + 16;
+    int16_t *xq = (int16_t *)(scores + (size_t)p->threads * (size_t)p->S_cap);
+    int bf16 = p->bf16;
+    size_t esz = bf16 ? 2 : 4;
+    for (long i = 0; i < C; i++) x[i] = load_f(x_io, i, bf16);
+    for (long l = 0; l < p->L; l++) {
+        const Layer *ly = &p->layers[l];
+        rmsnorm(x, ly->in_norm, bf16, p->eps, C, h);
+        run_linear(&ly->qkv, h, qkv, xq, xs, threads);
+        if (ly->qkv_bias)
+            for (long i = 0; i < nq + 2 * nk; i++) qkv[i] += load_f(ly->qkv_bias, i, bf16);
+        float *q = qkv, *k = qkv + nq, *v = k + nk;
+        for (long hd = 0; hd < p->nh; hd++) {
+            if (ly->q_norm) rmsnorm(q + hd * p->hs, ly->q_norm, bf16, p->eps, p->hs, q + hd * p->hs);
+            rope(q + hd * p->hs, cos, sin, bf16, p->hs);
+        }
+        size_t layer_off = (size_t)l * (size_t)p->nkv * (size_t)S_max * (size_t)p->hs;
+        for (long g = 0; g < p->nkv; g++) {
+            if (ly->k_norm) rmsnorm(k + g * p->hs, ly->k_norm, bf16, p->eps, p->hs, k + g * p->hs);
+            rope(k + g * p->hs, cos, sin, bf16, p->hs);
+            size_t off = layer_off + ((size_t)g * (size_t)S_max + (size_t)slot) * (size_t)p->hs;
+            for (long i = 0; i < p->hs; i++) {
+                store_f((char *)kc + off * esz, i, k[g * p->hs + i], bf16);
+                store_f((char *)vc + off * esz, i, v[g * p->hs + i], bf16);
+            }
+        }
+        if (bf16)  /* the cache holds bf16: the query meets keys rounded as PyTorch's path rounds them */
+            for (long i = 0; i < nq; i++) q[i] = bf16_to_f32(f32_to_bf16(q[i]));
+        Attn a = {q, (char *)kc + layer_off * esz, (char *)vc + layer_off * esz, att, bf16,
+                  1, p->nh, p->nkv, S, S_max, p->hs, 1.f / sqrtf((float)p->hs)};
+        attend_run(&a, scores, threads);
+        run_linear(&ly->o, att, h, xq, xs, threads);
+        for (long i = 0; i < C; i++) x[i] += h[i];
+        rmsnorm(x, ly->post_norm, bf16, p->eps, C, h);
+        run_linear(&ly->gate_up, h, gu, xq, xs, threads);
+        for (long i = 0; i < I; i++) {
+            float g = gu[i];
+            act[i] = g / (1.f + expf(-g)) * gu[I + i];
+        }
+        run_linear(&ly->down, act, h, xq, xs, threads);
+        for (long i = 0; i < C; i++) x[i] += h[i];
+    }
+    for (long i = 0; i < C; i++) store_f(x_io, i, x[i], bf16);
+}
+
+/* ---- Python glue ------------------------------------------------------------------------------ */
+static int as_ptr(PyObject *o, void **p) {
+    *p = PyLong_AsVoidPtr(o);
+    return !(*p == NULL && PyErr_Occurred());
+}
+
+static int need_level(void) {
+    if (g_level > 0) return 1;
+    PyErr_SetString(PyExc_RuntimeError, "no vector path for this CPU");
+    return 0;
+}
+
+/* matvec(kind, w, scale, x, x_bf16, y, y_bf16, M, N, K, threads) -> None; pointers are ints */
+static PyObject *matvec(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "matvec takes 11 arguments");
+        return NULL;
+    }
+    Lin l;
+    void *w, *scale, *x, *y;
+    l.kind = (int)PyLong_AsLong(args[0]);
+    if (!as_ptr(args[1], &w) || !as_ptr(args[2], &scale) || !as_ptr(args[3], &x) || !as_ptr(args[5], &y)) return NULL;
+    int x_bf16 = PyObject_IsTrue(args[4]), y_bf16 = PyObject_IsTrue(args[6]);
+    long M = PyLong_AsLong(args[7]);
+    l.N = PyLong_AsLong(args[8]);
+    l.K = PyLong_AsLong(args[9]);
+    int threads = (int)PyLong_AsLong(args[10]);
+    if (PyErr_Occurred() || !need_level()) return NULL;
+    if (M < 1 || M > MAX_ROWS || l.N < 1 || l.K < 32 || l.K % 32 || l.kind < W_BF16 || l.kind > W_F32) {
+        PyErr_Format(PyExc_ValueError, "matvec: unsupported shape M=%ld N=%ld K=%ld kind=%d", M, l.N, l.K, l.kind);
+        return NULL;
+    }
+    l.w = w;
+    l.scale = (const float *)scale;
+    size_t mk = (size_t)M * (size_t)l.K;
+    float *xf = (float *)malloc(mk * sizeof(float) + (size_t)M * sizeof(float) + mk * sizeof(int16_t));
+    if (!xf) return PyErr_NoMemory();
+    float *xs = xf + mk;
+    int16_t *xq = (int16_t *)(xs + M);
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < mk; i++) xf[i] = load_f(x, (long)i, x_bf16);
+    if (l.kind == W_INT8) quantize_rows(xf, M, l.K, xq, xs);
+    Input in = {M, xf, xq, xs};
+    lin_run(&l, &in, y_bf16 ? NULL : (float *)y, y_bf16 ? (uint16_t *)y : NULL, threads);
     Py_END_ALLOW_THREADS
-    free(scratch);
+    free(xf);
+    Py_RETURN_NONE;
+}
+
+static int parse_lin(PyObject *t, Py_ssize_t i, int kind, long N, long K, Lin *l) {
+    void *w, *s;
+    if (!as_ptr(PyTuple_GET_ITEM(t, i), &w) || !as_ptr(PyTuple_GET_ITEM(t, i + 1), &s)) return 0;
+    if (!w || (kind == W_INT8 && !s)) {
+        PyErr_SetString(PyExc_ValueError, "plan: missing weight pointer");
+        return 0;
+    }
+    l->kind = kind; l->w = w; l->scale = (const float *)s; l->N = N; l->K = K;
+    return 1;
+}
+
+/* plan((L, C, nh, nkv, hs, I, eps, bf16, kind, S_cap, threads), layers) -> capsule.
+   layers: L tuples (in_norm, post_norm, q_norm, k_norm, qkv_bias, qkv_w, qkv_s, o_w, o_s, gu_w, gu_s,
+   down_w, down_s) of pointers (0 = absent). The tensors must outlive the plan. */
+static PyObject *make_plan(PyObject *self, PyObject *args) {
+    (void)self;
+    long L, C, nh, nkv, hs, I, S_cap;
+    double eps;
+    int bf16, kind, threads;
+    PyObject *layers;
+    if (!PyArg_ParseTuple(args, "(lllllldiili)O!", &L, &C, &nh, &nkv, &hs, &I, &eps, &bf16, &kind, &S_cap,
+                          &threads, &PyList_Type, &layers))
+        return NULL;
+    if (!need_level()) return NULL;
+    if (L < 1 || PyList_GET_SIZE(layers) != L || C % 32 || (nh * hs) % 32 || I % 32 || nkv < 1 || nh % nkv ||
+        hs > 1024 || S_cap < 1 || threads < 1 || kind < W_BF16 || kind > W_F32) {
+        PyErr_SetString(PyExc_ValueError, "plan: unsupported model shape for the fused decode step");
+        return NULL;
+    }
+    Plan *p = (Plan *)calloc(1, sizeof(Plan));
+    if (!p) return PyErr_NoMemory();
+    p->L = L; p->C = C; p->nh = nh; p->nkv = nkv; p->hs = hs; p->I = I; p->eps = (float)eps; p->bf16 = bf16;
+    p->S_cap = S_cap;
+    p->threads = threads;
+    p->layers = (Layer *)calloc((size_t)L, sizeof(Layer));
+    long nq = nh * hs, nk = nkv * hs, kmax = C > I ? C : I;
+    kmax = kmax > nq ? kmax : nq;
+    size_t floats = (size_t)(2 * C + nq + 2 * nk + nq + 3 * I + 16 + (long)threads * S_cap);
+    p->buf = (float *)malloc(floats * sizeof(float) + (size_t)kmax * sizeof(int16_t));
+    PyObject *capsule = PyCapsule_New(p, "astrai.decode_plan", plan_free);
+    if (!capsule) {
+        free(p->layers); free(p->buf); free(p);
+        return NULL;
+    }
+    if (!p->layers || !p->buf) {
+        Py_DECREF(capsule);
+        return PyErr_NoMemory();
+    }
+    for (long l = 0; l < L; l++) {
+        PyObject *t = PyList_GET_ITEM(layers, l);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 13) {
+            PyErr_SetString(PyExc_ValueError, "plan: each layer is a tuple of 13 pointers");
+            Py_DECREF(capsule);
+            return NULL;
+        }
+        Layer *ly = &p->layers[l];
+        void *ptr[5];
+        for (int i = 0; i < 5; i++)
+            if (!as_ptr(PyTuple_GET_ITEM(t, i), &ptr[i])) { Py_DECREF(capsule); return NULL; }
+        ly->in_norm = ptr[0]; ly->post_norm = ptr[1]; ly->q_norm = ptr[2]; ly->k_norm = ptr[3]; ly->qkv_bias = ptr[4];
+        if (!ly->in_norm || !ly->post_norm || !parse_lin(t, 5, kind, nq + 2 * nk, C, &ly->qkv) ||
+            !parse_lin(t, 7, kind, C, nq, &ly->o) || !parse_lin(t, 9, kind, 2 * I, C, &ly->gate_up) ||
+            !parse_lin(t, 11, kind, C, I, &ly->down)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "plan: missing norm weight");
+            Py_DECREF(capsule);
+            return NULL;
+        }
+    }
+    return capsule;
+}
+
+/* step(plan, x, cos, sin, k_cache, v_cache, slot, S_max, threads): x (C) in/out, cos/sin the rotary
+   row of this position (hs), caches (L, 1, nkv, S_max, hs); all in the plan's activation dtype */
+static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "step takes 9 arguments");
+        return NULL;
+    }
+    Plan *p = (Plan *)PyCapsule_GetPointer(args[0], "astrai.decode_plan");
+    if (!p) return NULL;
+    void *x, *cos, *sin, *kc, *vc;
+    if (!as_ptr(args[1], &x) || !as_ptr(args[2], &cos) || !as_ptr(args[3], &sin) || !as_ptr(args[4], &kc) ||
+        !as_ptr(args[5], &vc))
+        return NULL;
+    long slot = PyLong_AsLong(args[6]), S_max = PyLong_AsLong(args[7]);
+    int threads = (int)PyLong_AsLong(args[8]);
+    if (PyErr_Occurred()) return NULL;
+    if (slot < 0 || slot >= S_max || slot + 1 > p->S_cap || threads < 1) {
+        PyErr_Format(PyExc_ValueError, "step: slot %ld outside the cache (%ld slots, plan for %ld)", slot, S_max, p->S_cap);
+        return NULL;
+    }
+    if (threads > p->threads) threads = p->threads;
+    Py_BEGIN_ALLOW_THREADS
+    plan_step(p, x, cos, sin, kc, vc, slot, S_max, threads);
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
@@ -407,15 +610,17 @@ static PyObject *set_level(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"matvec", (PyCFunction)(void (*)(void))matvec, METH_FASTCALL, "y = x @ W.T for a few rows (see module doc)"},
-    {"attend", (PyCFunction)(void (*)(void))attend, METH_FASTCALL, "one-query attention over a KV cache (see module doc)"},
+    {"matvec", (PyCFunction)(void (*)(void))matvec, METH_FASTCALL, "y = x @ W.T for a few rows"},
+    {"plan", make_plan, METH_VARARGS, "prepare the fused decode step for a model's weights"},
+    {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, "every layer of one decode token"},
     {"level", level, METH_NOARGS, "vector path in use: 0 none, 1 AVX2+FMA, 2 AVX-512"},
     {"set_level", set_level, METH_O, "cap the vector path (for tests); returns the level now in use"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_decode", "Decode kernels: matrix-vector products and one-query attention.", -1, methods,
-                                    NULL, NULL, NULL, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_decode",
+                                    "Decode kernels: matrix-vector products, one-query attention, the fused step.",
+                                    -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__decode(void) {
     g_level = detect_level();

@@ -4,14 +4,6 @@ from __future__ import annotations
 
 import torch
 
-try:  # the optional compiled decode kernels (setup.py)
-    from astrai_core.generation import _decode
-except ImportError:  # pragma: no cover - depends on the install
-    _decode = None
-
-#: set False to force PyTorch's attention (tests compare the two)
-USE_KERNEL = True
-
 
 class LayerCache:
     """One layer's view of a :class:`KVCache`; the model calls ``update`` once per forward."""
@@ -33,21 +25,6 @@ class LayerCache:
         self.k[:, :, start:end].copy_(k)
         self.v[:, :, start:end].copy_(v)
         return self.k[:, :, :end], self.v[:, :, :end]
-
-    def attend(self, q: torch.Tensor, scale: float) -> torch.Tensor | None:
-        """Decode attention of ``q`` (B, nh, 1, hs) over every filled slot, through the compiled
-        kernel; (B, nh, 1, hs), or None where the kernel does not apply (then the caller runs
-        ``scaled_dot_product_attention``). Only for calls without a mask: every slot is visible."""
-        B, nh, T, hs = q.shape
-        if (not USE_KERNEL or _decode is None or T != 1 or q.dtype != self.k.dtype or q.device.type != "cpu"
-                or self.k.dtype not in (torch.float32, torch.bfloat16)):
-            return None
-        q = q.contiguous()
-        out = torch.empty_like(q)
-        _decode.attend(q.data_ptr(), self.k.data_ptr(), self.v.data_ptr(), out.data_ptr(), q.dtype == torch.bfloat16,
-                       B, nh, self.k.shape[1], self.parent.start + 1, self.k.shape[2], hs, scale,
-                       torch.get_num_threads())
-        return out
 
 
 class KVCache:

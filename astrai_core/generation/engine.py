@@ -15,6 +15,7 @@ import torch
 from astrai_core.checkpoint import LoadedModel
 from astrai_core.errors import ConfigError, ContextLengthError, GenerationError
 from astrai_core.generation.cache import KVCache
+from astrai_core.generation.kernels import DecodeStep
 from astrai_core.generation.quantize import QUANT_MODES, quantize_model
 from astrai_core.generation.sampling import next_token
 from astrai_core.tokenizer import StreamDecoder
@@ -214,6 +215,8 @@ class Engine:
             # compiled decode kernel (quantize.py), ~2x PyTorch's one-row GEMM
             quantize_model(model, self.weights)
         self.model = model
+        # every layer of a one-token, batch-1 step in one compiled call (None: PyTorch's ops)
+        self._step = DecodeStep.build(model, self.dtype, self.max_seq_len)
         self.device = next(model.parameters()).device
         self.stop_ids = frozenset(self.tokenizer.stop_ids)
         self._cancel = threading.Event()
@@ -343,7 +346,12 @@ class Engine:
                  mask: torch.Tensor | None) -> torch.Tensor:
         """Run ``tokens`` (B, T) through the model writing cache slots ``start..``; last-position logits (B, V)."""
         cache.start = start
-        hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
+        step = self._step
+        if step is not None and tokens.shape == (1, 1) and mask is None and step.fits(cache, start):
+            x = step(self.model.embed_tokens(tokens), int(positions.reshape(-1)[0]), cache, start)
+            hidden = self.model.norm(x)
+        else:
+            hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
         return self.model.lm_head(hidden[:, -1]).float()  # (B, V): only the last position is sampled
 
 

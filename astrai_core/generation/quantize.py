@@ -10,7 +10,7 @@ float32 activations with low-precision weights get the byte savings without that
 
 Three paths per call, chosen by the number of rows (tokens) in the input:
 
-- few rows (decode), when the compiled kernels of :mod:`astrai_core.generation._decode` are built and
+- few rows (decode), when the compiled kernels of :mod:`astrai_core.generation.kernels` are built and
   the CPU has AVX2 or AVX-512: our matrix-vector loops, which stream the weights at about twice the
   rate of PyTorch's one-row kernels (measured 30 vs 15-19 GB/s on the 2-core development machine,
   benchmarks/RESULTS.md); int8 there multiplies int8 weights by the input rounded per row to int16;
@@ -33,40 +33,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from astrai_core.errors import ConfigError
-
-try:  # the optional compiled decode kernels (setup.py); absent where no C compiler was found
-    from astrai_core.generation import _decode
-except ImportError:  # pragma: no cover - depends on the install
-    _decode = None
+from astrai_core.generation import kernels
 
 QUANT_MODES = ("int8", "int4")
 WEIGHT_FORMATS = ("bfloat16",) + QUANT_MODES
 # Above this many rows the dequantize-then-GEMM path wins (crossover measured at ~16 rows).
 KERNEL_MAX_ROWS = 16
-#: set False to force PyTorch's kernels (tests compare the two)
-USE_MATVEC = True
-
-
-def matvec_level() -> int:
-    """Vector path of the compiled decode kernels: 0 none (not built, or CPU without AVX2),
-    1 AVX2+FMA, 2 AVX-512."""
-    return _decode.level() if _decode is not None else 0
 
 
 def _matvec_ok(x: torch.Tensor, in_features: int) -> bool:
-    return (USE_MATVEC and _decode is not None and x.device.type == "cpu" and in_features % 32 == 0
-            and x.dtype in (torch.float32, torch.bfloat16) and _decode.level() > 0)
-
-
-def _matvec(kind: int, weight: torch.Tensor, scales: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """x (..., K) @ weight (N, K).T through the compiled loops; kind 0 = bfloat16, 1 = int8 weights."""
-    n, k = weight.shape
-    x2 = x.reshape(-1, k).contiguous()
-    y = torch.empty(x2.shape[0], n, dtype=x.dtype)
-    _decode.matvec(kind, weight.data_ptr(), 0 if scales is None else scales.data_ptr(), x2.data_ptr(),
-                 x.dtype == torch.bfloat16, y.data_ptr(), y.dtype == torch.bfloat16, x2.shape[0], n, k,
-                 torch.get_num_threads())
-    return y.view(*x.shape[:-1], n)
+    return (x.device.type == "cpu" and in_features % 32 == 0 and x.dtype in (torch.float32, torch.bfloat16)
+            and kernels.available())
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +73,7 @@ class BF16Linear(nn.Module):
         if rows > KERNEL_MAX_ROWS:
             y = F.linear(x, self.weight.to(x.dtype))
         elif _matvec_ok(x, self.in_features):
-            y = _matvec(0, self.weight, None, x)
+            y = kernels.matvec(kernels.W_BF16, self.weight, None, x)
         else:
             y = F.linear(x.to(torch.bfloat16), self.weight).to(x.dtype)
         return y if self.bias is None else y + self.bias
@@ -122,7 +99,7 @@ class Int8Linear(nn.Module):
             # per-output-channel scales commute with the matmul: scale the (rows, N) output instead
             y = F.linear(x2, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
         elif _matvec_ok(x, self.in_features):
-            y = _matvec(1, self.weight, self.scales, x2)
+            y = kernels.matvec(kernels.W_INT8, self.weight, self.scales, x2)
         else:
             y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16).contiguous(), self.weight, self.scales_bf16)
             y = y.to(x.dtype)
@@ -178,8 +155,8 @@ def quantize_model(model: nn.Module, mode: str, group_size: int = 32) -> nn.Modu
         raise ConfigError(f"quantize={mode!r} is not supported; choose one of {QUANT_MODES} or None")
     targets = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
     for name, linear in targets:
-        if mode == "int4" and linear.in_features % group_size:
-            continue  # the kernel needs whole groups; such a layer stays in the float dtype
+        if mode == "int4" and (linear.in_features % group_size or linear.out_features % 16):
+            continue  # the kernel needs whole groups and rows in 16s; such a layer stays in the float dtype
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, Int4Linear(linear, group_size) if mode == "int4" else _LINEARS[mode](linear))

@@ -1,0 +1,120 @@
+"""Python side of the compiled decode kernels (``_decode.c``, built by ``setup.py``).
+
+``matvec`` serves the low-precision linears of :mod:`astrai_core.generation.quantize` at a few
+rows; :class:`DecodeStep` runs every layer of one token (batch of one, the chat/stream path) in
+one call. Both are optional: where the extension was not built, or the CPU has neither AVX2 nor
+AVX-512, :func:`available` is False and the engine runs PyTorch's ops.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+try:  # absent where no C compiler was found at install (setup.py marks the extension optional)
+    from astrai_core.generation import _decode
+except ImportError:  # pragma: no cover - depends on the install
+    _decode = None
+
+#: set False to force PyTorch's ops everywhere (tests compare the two)
+ENABLED = True
+W_BF16, W_INT8, W_F32 = 0, 1, 2
+
+
+def level() -> int:
+    """Vector path of the kernels: 0 none (not built, or no AVX2), 1 AVX2+FMA, 2 AVX-512."""
+    return _decode.level() if _decode is not None else 0
+
+
+def available() -> bool:
+    return ENABLED and _decode is not None and _decode.level() > 0
+
+
+def matvec(kind: int, weight: torch.Tensor, scales: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """x (..., K) @ weight (N, K).T for at most 16 rows of x (float32 or bfloat16, the output's dtype)."""
+    n, k = weight.shape
+    x2 = x.reshape(-1, k).contiguous()
+    y = torch.empty(x2.shape[0], n, dtype=x.dtype)
+    _decode.matvec(kind, weight.data_ptr(), 0 if scales is None else scales.data_ptr(), x2.data_ptr(),
+                   x.dtype == torch.bfloat16, y.data_ptr(), y.dtype == torch.bfloat16, x2.shape[0], n, k,
+                   torch.get_num_threads())
+    return y.view(*x.shape[:-1], n)
+
+
+def _linear_parts(module: nn.Module) -> tuple[int, torch.Tensor, torch.Tensor | None] | None:
+    from astrai_core.generation.quantize import BF16Linear, Int8Linear
+
+    if isinstance(module, BF16Linear):
+        return W_BF16, module.weight, None
+    if isinstance(module, Int8Linear):
+        return W_INT8, module.weight, module.scales
+    if isinstance(module, nn.Linear) and module.weight.dtype == torch.float32:
+        return W_F32, module.weight, None
+    return None  # int4 and anything else: PyTorch's path
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+class DecodeStep:
+    """Every layer of one decode token for a batch of one, in one call into ``_decode.step``.
+
+    Built once per engine after its model is fused and quantized; it holds raw pointers into the
+    model's tensors, so the engine keeps both alive together and never changes the weights after.
+    """
+
+    def __init__(self, plan, model: nn.Module, dtype: torch.dtype, max_len: int, threads: int) -> None:
+        self.plan = plan
+        self.model = model
+        self.dtype = dtype
+        self.max_len = max_len  # slots the plan's scratch covers
+        self.threads = threads
+
+    @classmethod
+    def build(cls, model: nn.Module, dtype: torch.dtype, max_len: int) -> "DecodeStep | None":
+        """The step for ``model`` (fused, in ``dtype`` activations), or None where it does not apply."""
+        if not available() or dtype not in (torch.float32, torch.bfloat16):
+            return None
+        c = model.config
+        layers, kinds = [], set()
+        for block in model.layers:
+            att, mlp = block.attention, block.mlp
+            parts = [_linear_parts(m) if m is not None else None
+                     for m in (att.qkv_proj, att.o_proj, mlp.gate_up_proj, mlp.down_proj)]
+            if any(p is None for p in parts) or att.o_proj.bias is not None:
+                return None
+            tensors = [block.input_norm.weight, block.post_attention_norm.weight]
+            tensors += [att.q_norm.weight, att.k_norm.weight] if att.q_norm is not None else [None, None]
+            tensors.append(att.qkv_proj.bias)
+            if any(t is not None and (t.dtype != dtype or not t.is_contiguous()) for t in tensors):
+                return None
+            row = [_ptr(t) for t in tensors]
+            for kind, w, s in parts:
+                if not w.is_contiguous() or w.device.type != "cpu":
+                    return None
+                kinds.add(kind)
+                row += [w.data_ptr(), _ptr(s)]
+            layers.append(tuple(row))
+        if len(kinds) != 1:
+            return None
+        dims = (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
+                float(c.norm_eps), int(dtype == torch.bfloat16), kinds.pop(), max_len, torch.get_num_threads())
+        if any(d % 32 for d in (c.hidden_size, c.num_heads * c.head_dim, c.intermediate_size)) or c.head_dim > 1024:
+            return None
+        return cls(_decode.plan(dims, layers), model, dtype, max_len, torch.get_num_threads())
+
+    def fits(self, cache, slot: int) -> bool:
+        """Whether a step writing ``slot`` of ``cache`` can run here (batch 1, this dtype, in range)."""
+        return (ENABLED and cache.batch == 1 and cache.k.dtype == self.dtype and slot < min(cache.max_len, self.max_len)
+                and cache.k.device.type == "cpu")
+
+    def __call__(self, x: torch.Tensor, pos: int, cache, slot: int) -> torch.Tensor:
+        """Run ``x`` (1, 1, hidden) at rotary position ``pos`` through every layer, writing the
+        cache's slot ``slot`` (cache: a :class:`~astrai_core.generation.cache.KVCache` of batch 1);
+        returns ``x``, updated in place."""
+        cos, sin = self.model.rope_tables(pos + 1, x.device, self.dtype)
+        row = cos.shape[1] * cos.element_size() * pos
+        _decode.step(self.plan, x.data_ptr(), cos.data_ptr() + row, sin.data_ptr() + row, cache.k.data_ptr(),
+                     cache.v.data_ptr(), slot, cache.max_len, min(torch.get_num_threads(), self.threads))
+        return x
