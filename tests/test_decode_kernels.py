@@ -19,11 +19,11 @@ from astrai_core.generation.quantize import quantize_int8
 from astrai_core.model import Transformer
 
 _decode = pytest.importorskip("astrai_core.generation._decode", reason="the C extension was not built")
-LEVELS = [lvl for lvl in (1, 2) if lvl <= _decode.set_level(99)]
+LEVELS = [lvl for lvl in (1, 2, 3) if lvl <= _decode.set_level(99)]
 pytestmark = pytest.mark.skipif(not LEVELS, reason="CPU has neither AVX2 nor AVX-512")
 
 
-@pytest.fixture(params=LEVELS, ids=lambda lvl: {1: "avx2", 2: "avx512"}[lvl])
+@pytest.fixture(params=LEVELS, ids=lambda lvl: {1: "avx2", 2: "avx512", 3: "avx512bf16"}[lvl])
 def level(request):
     assert _decode.set_level(request.param) == request.param
     yield request.param
@@ -32,7 +32,7 @@ def level(request):
 
 def test_built_and_used_on_this_machine():
     """The development/CI machine has AVX-512 or AVX2: the fast path must not silently be off."""
-    assert kernels.level() in (1, 2) and kernels.available()
+    assert kernels.level() in (1, 2, 3) and kernels.available()
 
 
 @pytest.mark.parametrize("rows", [1, 3, 16])

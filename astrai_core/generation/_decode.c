@@ -39,16 +39,18 @@
 #include <immintrin.h>
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 #define T256 __attribute__((target("avx2,fma")))
+#define T512BF __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 #else
 #define HAVE_X86 0
 #endif
 
-static int g_level = -1; /* 0 none, 1 AVX2+FMA, 2 AVX-512 */
+static int g_level = -1; /* 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 dot products */
 
 static int detect_level(void) {
 #if HAVE_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return 2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+        return __builtin_cpu_supports("avx512bf16") ? 3 : 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 #endif
     return 0;
@@ -120,6 +122,22 @@ T512 static float dot_f32_512(const float *w, const float *x, long K) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
 }
 
+/* bfloat16 weights times x rounded to bfloat16, pairs summed in float32 (AVX512-BF16) */
+T512BF static float dot_bf16_dp(const uint16_t *w, const uint16_t *x, long K) {
+    __m512 a = _mm512_setzero_ps(), b = a;
+    long k = 0;
+    for (; k + 64 <= K; k += 64) {
+        a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512((const void *)(w + k)),
+                             (__m512bh)_mm512_loadu_si512((const void *)(x + k)));
+        b = _mm512_dpbf16_ps(b, (__m512bh)_mm512_loadu_si512((const void *)(w + k + 32)),
+                             (__m512bh)_mm512_loadu_si512((const void *)(x + k + 32)));
+    }
+    for (; k < K; k += 32)
+        a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512((const void *)(w + k)),
+                             (__m512bh)_mm512_loadu_si512((const void *)(x + k)));
+    return _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+}
+
 /* ---- AVX2 --------------------------------------------------------------------------------- */
 T256 static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
@@ -186,8 +204,9 @@ typedef struct {
 typedef struct {  /* the input of a linear, prepared once per call */
     long M;
     const float *xf;   /* (M, K) float32 */
-    const int16_t *xq; /* (M, K) rounded to int16 per row (int8 weights only) */
+    const int16_t *xq; /* (M, K) rounded to int16 per row (int8 weights), or to bfloat16 (bf16 weights, level 3) */
     const float *xs;   /* (M,) their scales */
+    int dp;            /* bf16 weights: xq holds x rounded to bfloat16 for the BF16 dot products */
 } Input;
 
 /* int8 weights multiply the input rounded per row to int16: absmax / 32767 */
@@ -202,13 +221,26 @@ static void quantize_rows(const float *x, long M, long K, int16_t *xq, float *xs
     }
 }
 
+/* what a linear of this kind needs besides float32 x: int16 rows for int8 weights; for bf16 weights
+   under bf16 activations (x_bf16: the input is bfloat16-valued anyway) on level 3, bfloat16 rows */
+static int prepare_input(int kind, const float *x, long M, long K, int x_bf16, int16_t *xq, float *xs) {
+    if (kind == W_INT8) {
+        quantize_rows(x, M, K, xq, xs);
+    } else if (kind == W_BF16 && g_level == 3 && x_bf16) {
+        for (long i = 0; i < M * K; i++) ((uint16_t *)xq)[i] = f32_to_bf16(x[i]);
+        return 1;
+    }
+    return 0;
+}
+
 static float dot_row(const Lin *l, long n, const Input *in, long m) {
 #if HAVE_X86
     long K = l->K;
-    int wide = g_level == 2;
+    int wide = g_level >= 2;
     switch (l->kind) {
     case W_BF16: {
         const uint16_t *w = (const uint16_t *)l->w + n * K;
+        if (in->dp) return dot_bf16_dp(w, (const uint16_t *)in->xq + m * K, K);
         return wide ? dot_bf16_512(w, in->xf + m * K, K) : dot_bf16_256(w, in->xf + m * K, K);
     }
     case W_INT8: {
@@ -265,6 +297,22 @@ static inline float load_f(const void *p, long i, int bf16) {
     return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
+/* e^x for x <= 0, vectorizable: 2^(x log2 e) split into 2^n * 2^f, |f| <= 1/2, with the degree-6
+   Taylor series of 2^f (relative error ~1e-7); below -87 the result is 0 as far as a softmax cares */
+static inline float exp_nonpos(float x) {
+    float t = (x < -87.f ? -87.f : x) * 1.4426950409f;
+    float n = rintf(t), f = t - n;
+    float p = 1.5403530e-4f;
+    p = p * f + 1.3333558e-3f;
+    p = p * f + 9.6181291e-3f;
+    p = p * f + 5.5504109e-2f;
+    p = p * f + 2.4022651e-1f;
+    p = p * f + 6.9314718e-1f;
+    p = p * f + 1.0f;
+    union { int32_t i; float f; } scale = {.i = ((int32_t)n + 127) << 23};
+    return p * scale.f;
+}
+
 /* q (hs) against keys/values (S, hs) -> out (hs), softmax in float32; scores holds S floats */
 CLONES static void attend_head(const float *q, const void *k, const void *v, int bf16, long S, long hs,
                                float scale, float *scores, float *out) {
@@ -285,8 +333,9 @@ CLONES static void attend_head(const float *q, const void *k, const void *v, int
         mx = d > mx ? d : mx;
     }
     float sum = 0.f;
+    #pragma omp simd reduction(+ : sum)
     for (long s = 0; s < S; s++) {
-        scores[s] = expf(scores[s] - mx);
+        scores[s] = exp_nonpos(scores[s] - mx);
         sum += scores[s];
     }
     for (long i = 0; i < hs; i++) out[i] = 0.f;
@@ -388,9 +437,9 @@ static void plan_free(PyObject *capsule) {
     free(p);
 }
 
-static void run_linear(const Lin *l, const float *x, float *y, int16_t *xq, float *xs, int threads) {
-    Input in = {1, x, xq, xs};
-    if (l->kind == W_INT8) quantize_rows(x, 1, l->K, xq, xs);
+static void run_linear(const Lin *l, const float *x, int x_bf16, float *y, int16_t *xq, float *xs, int threads) {
+    Input in = {1, x, xq, xs, 0};
+    in.dp = prepare_input(l->kind, x, 1, l->K, x_bf16, xq, xs);
     lin_run(l, &in, y, NULL, threads);
 }
 
@@ -408,7 +457,7 @@ static void plan_step(Plan *p, void *x_io, const void *cos, const void *sin, voi
     for (long l = 0; l < p->L; l++) {
         const Layer *ly = &p->layers[l];
         rmsnorm(x, ly->in_norm, bf16, p->eps, C, h);
-        run_linear(&ly->qkv, h, qkv, xq, xs, threads);
+        run_linear(&ly->qkv, h, bf16, qkv, xq, xs, threads);
         if (ly->qkv_bias)
             for (long i = 0; i < nq + 2 * nk; i++) qkv[i] += load_f(ly->qkv_bias, i, bf16);
         float *q = qkv, *k = qkv + nq, *v = k + nk;
@@ -431,15 +480,15 @@ static void plan_step(Plan *p, void *x_io, const void *cos, const void *sin, voi
         Attn a = {q, (char *)kc + layer_off * esz, (char *)vc + layer_off * esz, att, bf16,
                   1, p->nh, p->nkv, S, S_max, p->hs, 1.f / sqrtf((float)p->hs)};
         attend_run(&a, scores, threads);
-        run_linear(&ly->o, att, h, xq, xs, threads);
+        run_linear(&ly->o, att, bf16, h, xq, xs, threads);
         for (long i = 0; i < C; i++) x[i] += h[i];
         rmsnorm(x, ly->post_norm, bf16, p->eps, C, h);
-        run_linear(&ly->gate_up, h, gu, xq, xs, threads);
+        run_linear(&ly->gate_up, h, bf16, gu, xq, xs, threads);
         for (long i = 0; i < I; i++) {
             float g = gu[i];
             act[i] = g / (1.f + expf(-g)) * gu[I + i];
         }
-        run_linear(&ly->down, act, h, xq, xs, threads);
+        run_linear(&ly->down, act, bf16, h, xq, xs, threads);
         for (long i = 0; i < C; i++) x[i] += h[i];
     }
     for (long i = 0; i < C; i++) store_f(x_io, i, x[i], bf16);
@@ -487,8 +536,8 @@ static PyObject *matvec(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int16_t *xq = (int16_t *)(xs + M);
     Py_BEGIN_ALLOW_THREADS
     for (size_t i = 0; i < mk; i++) xf[i] = load_f(x, (long)i, x_bf16);
-    if (l.kind == W_INT8) quantize_rows(xf, M, l.K, xq, xs);
-    Input in = {M, xf, xq, xs};
+    Input in = {M, xf, xq, xs, 0};
+    in.dp = prepare_input(l.kind, xf, M, l.K, x_bf16, xq, xs);
     lin_run(&l, &in, y_bf16 ? NULL : (float *)y, y_bf16 ? (uint16_t *)y : NULL, threads);
     Py_END_ALLOW_THREADS
     free(xf);
@@ -613,7 +662,7 @@ static PyMethodDef methods[] = {
     {"matvec", (PyCFunction)(void (*)(void))matvec, METH_FASTCALL, "y = x @ W.T for a few rows"},
     {"plan", make_plan, METH_VARARGS, "prepare the fused decode step for a model's weights"},
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, "every layer of one decode token"},
-    {"level", level, METH_NOARGS, "vector path in use: 0 none, 1 AVX2+FMA, 2 AVX-512"},
+    {"level", level, METH_NOARGS, "vector path in use: 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 dot products"},
     {"set_level", set_level, METH_O, "cap the vector path (for tests); returns the level now in use"},
     {NULL, NULL, 0, NULL},
 };
