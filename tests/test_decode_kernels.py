@@ -131,6 +131,26 @@ def test_fused_step_matches_the_model_forward(level, tok, monkeypatch, dtype, qu
     assert err < tol, err
 
 
+# ten query heads on one kv head: more than the 8 heads per group the AVX-512 attention unrolls, so
+# the portable loops run; 1 kv head also leaves both threads splitting the positions of one group
+MQA = ModelConfig(vocab_size=300, hidden_size=128, num_layers=2, num_heads=10, num_kv_heads=1, head_dim=32,
+                  intermediate_size=224, max_position_embeddings=256, rope_theta=10000.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_step_attention_beyond_eight_heads_per_group(level, tok, monkeypatch, dtype):
+    fast = Engine(random_loaded(MQA, tok), dtype=dtype)
+    if dtype == "bfloat16" and fast.dtype != torch.bfloat16:
+        pytest.skip("no native bfloat16 here: bfloat16 runs as float32 activations")
+    assert fast._step is not None
+    ids = torch.randint(0, MQA.vocab_size, (150,), generator=torch.Generator().manual_seed(2)).tolist()
+    a = stepwise_logits(fast, ids, 5)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    b = stepwise_logits(Engine(random_loaded(MQA, tok), dtype=dtype), ids, 5)
+    err = ((a - b).abs().max(-1).values / b.abs().max(-1).values).max().item()
+    assert err < (1e-4 if dtype == "float32" else 0.06), err
+
+
 def test_step_falls_back_outside_its_plan(tok):
     """A cache longer than the engine's context (slots the plan has no scratch for) takes PyTorch's path."""
     eng = Engine(random_loaded(FULL, tok), dtype="float32", max_seq_len=16)

@@ -325,3 +325,20 @@ def test_low_precision_linear_decode_and_prefill_paths_agree(fmt):
     assert (many - ref).abs().max() < tol * scale
     assert (one - ref).abs().max() < tol * scale
     assert (one - many).abs().max() < tol * scale
+
+
+@pytest.mark.parametrize("fmt", ["bfloat16", "int8"])
+def test_prefill_scratch_shared_by_linears_of_different_sizes(fmt):
+    """Prefill dequantizes every layer into one reused buffer: a small layer after a big one, and a
+    big one after a small one (the buffer grows), each still gets exactly its own weight."""
+    torch.manual_seed(1)
+    big, small = torch.nn.Linear(96, 200), torch.nn.Linear(64, 32)
+    x_big, x_small = torch.randn(40, 96), torch.randn(40, 64)
+    with torch.no_grad():
+        ref_big, ref_small = big(x_big), small(x_small)
+        low_small, low_big = quantize_model(torch.nn.Sequential(small, big), fmt)
+        outs = [low_small(x_small), low_big(x_big), low_small(x_small), low_big(x_big)]
+    for out, ref in zip(outs, [ref_small, ref_big, ref_small, ref_big]):
+        assert out.shape == ref.shape
+        assert (out - ref).abs().max() < 0.02 * ref.abs().max()
+    assert torch.equal(outs[0], outs[2]) and torch.equal(outs[1], outs[3])

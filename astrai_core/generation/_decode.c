@@ -313,46 +313,6 @@ static inline float exp_nonpos(float x) {
     return p * scale.f;
 }
 
-/* q (hs) against keys/values (S, hs) -> out (hs), softmax in float32; scores holds S floats */
-CLONES static void attend_head(const float *q, const void *k, const void *v, int bf16, long S, long hs,
-                               float scale, float *scores, float *out) {
-    float mx = -INFINITY;
-    for (long s = 0; s < S; s++) {
-        float d = 0.f;
-        if (bf16) {
-            const uint16_t *kr = (const uint16_t *)k + s * hs;
-            #pragma omp simd reduction(+ : d)
-            for (long i = 0; i < hs; i++) d += q[i] * bf16_to_f32(kr[i]);
-        } else {
-            const float *kr = (const float *)k + s * hs;
-            #pragma omp simd reduction(+ : d)
-            for (long i = 0; i < hs; i++) d += q[i] * kr[i];
-        }
-        d *= scale;
-        scores[s] = d;
-        mx = d > mx ? d : mx;
-    }
-    float sum = 0.f;
-    #pragma omp simd reduction(+ : sum)
-    for (long s = 0; s < S; s++) {
-        scores[s] = exp_nonpos(scores[s] - mx);
-        sum += scores[s];
-    }
-    for (long i = 0; i < hs; i++) out[i] = 0.f;
-    for (long s = 0; s < S; s++) {
-        float p = scores[s];
-        if (bf16) {
-            const uint16_t *vr = (const uint16_t *)v + s * hs;
-            for (long i = 0; i < hs; i++) out[i] += p * bf16_to_f32(vr[i]);
-        } else {
-            const float *vr = (const float *)v + s * hs;
-            for (long i = 0; i < hs; i++) out[i] += p * vr[i];
-        }
-    }
-    float inv = 1.f / sum;
-    for (long i = 0; i < hs; i++) out[i] *= inv;
-}
-
 typedef struct {
     const float *q;  /* (B, nh, hs) float32 */
     const void *k, *v; /* cache (B, nkv, S_max, hs) */
@@ -362,34 +322,199 @@ typedef struct {
     float scale;
 } Attn;
 
-static void attend_range(const Attn *a, long h0, long h1, float *scores) {
-    long group = a->nh / a->nkv;
-    size_t esz = a->bf16 ? 2 : 4;
-    for (long bh = h0; bh < h1; bh++) {
-        long b = bh / a->nh, g = (bh % a->nh) / group;
-        size_t off = (size_t)((b * a->nkv + g) * a->S_max) * (size_t)a->hs * esz;
-        attend_head(a->q + bh * a->hs, (const char *)a->k + off, (const char *)a->v + off, a->bf16, a->S, a->hs,
-                    a->scale, scores, a->out + bh * a->hs);
+/* One query per head, the G heads of a key/value group together (each key and value row is read
+   once for all of them), over positions s0..s1 of the cache: unnormalized out (G, hs), the running
+   max m (G) and the sum of exponentials l (G), to be merged with the other threads' ranges. Scores
+   (G, n) in `sc`. Written so the compiler vectorizes every inner loop over hs (clones for AVX-512,
+   AVX2 and plain x86-64). */
+static inline __attribute__((always_inline)) void attend_part_t(const float *q, const void *k, const void *v, int bf16,
+                                                                long s0, long s1, long hs, long G, float scale,
+                                                                float *sc, float *out, float *m, float *l) {
+    long n = s1 - s0;
+    for (long s = s0; s < s1; s++) {
+        float kr[1024];
+        if (bf16) {
+            const uint16_t *p = (const uint16_t *)k + s * hs;
+            #pragma omp simd
+            for (long i = 0; i < hs; i++) kr[i] = bf16_to_f32(p[i]);
+        } else {
+            memcpy(kr, (const float *)k + s * hs, (size_t)hs * sizeof(float));
+        }
+        for (long g = 0; g < G; g++) {
+            const float *qg = q + g * hs;
+            float d = 0.f;
+            #pragma omp simd reduction(+ : d)
+            for (long i = 0; i < hs; i++) d += qg[i] * kr[i];
+            sc[g * n + (s - s0)] = d * scale;
+        }
+    }
+    for (long g = 0; g < G; g++) {
+        float *r = sc + g * n, mx = -INFINITY, sum = 0.f;
+        #pragma omp simd reduction(max : mx)
+        for (long s = 0; s < n; s++) mx = r[s] > mx ? r[s] : mx;
+        #pragma omp simd reduction(+ : sum)
+        for (long s = 0; s < n; s++) {
+            r[s] = exp_nonpos(r[s] - mx);
+            sum += r[s];
+        }
+        m[g] = mx;
+        l[g] = sum;
+    }
+    memset(out, 0, (size_t)(G * hs) * sizeof(float));
+    for (long s = s0; s < s1; s++) {
+        float vr[1024];
+        if (bf16) {
+            const uint16_t *p = (const uint16_t *)v + s * hs;
+            #pragma omp simd
+            for (long i = 0; i < hs; i++) vr[i] = bf16_to_f32(p[i]);
+        } else {
+            memcpy(vr, (const float *)v + s * hs, (size_t)hs * sizeof(float));
+        }
+        for (long g = 0; g < G; g++) {
+            float pg = sc[g * n + (s - s0)], *og = out + g * hs;
+            #pragma omp simd
+            for (long i = 0; i < hs; i++) og[i] += pg * vr[i];
+        }
     }
 }
 
-/* scratch: threads * S floats */
-static void attend_run(const Attn *a, float *scratch, int threads) {
-    long total = a->B * a->nh;
-#ifdef _OPENMP
-    if (threads > 1 && total > 1 && a->S >= 64) {
-        #pragma omp parallel num_threads(threads)
-        {
-            long t = omp_get_thread_num(), T = omp_get_num_threads();
-            long chunk = (total + T - 1) / T, lo = t * chunk, hi = lo + chunk < total ? lo + chunk : total;
-            if (lo < hi) attend_range(a, lo, hi, scratch + t * a->S);
+CLONES static void attend_part(const float *q, const void *k, const void *v, int bf16, long s0, long s1, long hs,
+                               long G, float scale, float *sc, float *out, float *m, float *l) {
+    if (bf16) attend_part_t(q, k, v, 1, s0, s1, hs, G, scale, sc, out, m, l);
+    else attend_part_t(q, k, v, 0, s0, s1, hs, G, scale, sc, out, m, l);
+}
+
+#if HAVE_X86
+/* The same with AVX-512 intrinsics, for hs a multiple of 16 and G <= 8 heads per group (G a constant
+   in each instance, so the G accumulators stay in registers): scores one position at a time, the
+   weighted sum of values 16 lanes of hs at a time over all positions. */
+T512 static inline __m512 load16(const void *p, long i, int bf16) {
+    return bf16 ? bf16x16((const uint16_t *)p + i) : _mm512_loadu_ps((const float *)p + i);
+}
+
+T512 static inline __attribute__((always_inline)) void part512_t(const float *q, const void *k, const void *v,
+                                                                 int bf16, long s0, long s1, long hs, const long G,
+                                                                 float scale, float *sc, float *out, float *m,
+                                                                 float *l) {
+    long n = s1 - s0;
+    __m512 acc[8];
+    for (long s = s0; s < s1; s++) {
+        for (long g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
+        for (long i = 0; i < hs; i += 16) {
+            __m512 kv = load16(k, s * hs + i, bf16);
+            for (long g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(q + g * hs + i), acc[g]);
         }
+        for (long g = 0; g < G; g++) sc[g * n + (s - s0)] = _mm512_reduce_add_ps(acc[g]) * scale;
+    }
+    for (long g = 0; g < G; g++) {
+        float *r = sc + g * n, mx = -INFINITY, sum = 0.f;
+        #pragma omp simd reduction(max : mx)
+        for (long s = 0; s < n; s++) mx = r[s] > mx ? r[s] : mx;
+        #pragma omp simd reduction(+ : sum)
+        for (long s = 0; s < n; s++) {
+            r[s] = exp_nonpos(r[s] - mx);
+            sum += r[s];
+        }
+        m[g] = mx;
+        l[g] = sum;
+    }
+    for (long i = 0; i < hs; i += 16) {
+        for (long g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
+        for (long s = 0; s < n; s++) {
+            __m512 vv = load16(v, (s0 + s) * hs + i, bf16);
+            for (long g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(sc[g * n + s]), vv, acc[g]);
+        }
+        for (long g = 0; g < G; g++) _mm512_storeu_ps(out + g * hs + i, acc[g]);
+    }
+}
+
+#define PART512(NG)                                                                                            \
+    case NG:                                                                                                   \
+        if (bf16) part512_t(q, k, v, 1, s0, s1, hs, NG, scale, sc, out, m, l);                               \
+        else part512_t(q, k, v, 0, s0, s1, hs, NG, scale, sc, out, m, l);                                     \
+        return 1;
+
+T512 static int attend_part512(const float *q, const void *k, const void *v, int bf16, long s0, long s1, long hs,
+                               long G, float scale, float *sc, float *out, float *m, float *l) {
+    if (hs % 16) return 0;
+    switch (G) {
+        PART512(1) PART512(2) PART512(3) PART512(4) PART512(5) PART512(6) PART512(7) PART512(8)
+    default:
+        return 0;
+    }
+}
+#undef PART512
+#endif
+
+/* positions s0..s1 for every head: partial outputs po (B*nh, hs), pm, pl (B*nh) */
+static void attend_range(const Attn *a, long s0, long s1, float *sc, float *po, float *pm, float *pl) {
+    long G = a->nh / a->nkv;
+    size_t esz = a->bf16 ? 2 : 4;
+    for (long b = 0; b < a->B; b++)
+        for (long g = 0; g < a->nkv; g++) {
+            size_t off = (size_t)((b * a->nkv + g) * a->S_max) * (size_t)a->hs * esz;
+            long h = b * a->nh + g * G;
+#if HAVE_X86
+            if (g_level >= 2 && attend_part512(a->q + h * a->hs, (const char *)a->k + off, (const char *)a->v + off,
+                                               a->bf16, s0, s1, a->hs, G, a->scale, sc, po + h * a->hs, pm + h, pl + h))
+                continue;
+#endif
+            attend_part(a->q + h * a->hs, (const char *)a->k + off, (const char *)a->v + off, a->bf16, s0, s1, a->hs,
+                        G, a->scale, sc, po + h * a->hs, pm + h, pl + h);
+        }
+}
+
+/* The positions are split across threads (every thread reads its share of the cache, whatever the
+   number of heads), then the parts are merged: out = sum_t po_t e^(m_t - M) / sum_t l_t e^(m_t - M).
+   scratch: attend_scratch() floats */
+static size_t attend_scratch(long nh, long nkv, long hs, long S_cap, int threads) {
+    return (size_t)threads * ((size_t)(nh / nkv) * (size_t)S_cap + (size_t)nh * (size_t)(hs + 2));
+}
+
+static void attend_run(const Attn *a, float *scratch, int threads) {
+    long H = a->B * a->nh, G = a->nh / a->nkv, hs = a->hs;
+    int T = 1;
+#ifdef _OPENMP
+    if (threads > 1 && a->S >= 32 * threads) T = threads < 64 ? threads : 64;
+#endif
+    size_t per = (size_t)G * (size_t)a->S + (size_t)H * (size_t)(hs + 2);
+    if (T == 1) {
+        float *po = scratch + (size_t)G * (size_t)a->S, *pm = po + H * hs, *pl = pm + H;
+        attend_range(a, 0, a->S, scratch, po, pm, pl);
+        for (long h = 0; h < H; h++)
+            for (long i = 0; i < hs; i++) a->out[h * hs + i] = po[h * hs + i] / pl[h];
         return;
     }
-#else
-    (void)threads;
+#ifdef _OPENMP
+    #pragma omp parallel num_threads(T)
+    {
+        long t = omp_get_thread_num(), nt = omp_get_num_threads();
+        long s0 = a->S * t / nt, s1 = a->S * (t + 1) / nt;
+        float *base = scratch + (size_t)t * per, *po = base + (size_t)G * (size_t)a->S;
+        attend_range(a, s0, s1, base, po, po + H * hs, po + H * hs + H);
+        #pragma omp barrier
+        long h0 = H * t / nt, h1 = H * (t + 1) / nt;
+        for (long h = h0; h < h1; h++) {
+            float M = -INFINITY, L = 0.f, w[64];
+            for (long u = 0; u < nt; u++) {
+                float mu = scratch[(size_t)u * per + (size_t)G * (size_t)a->S + (size_t)(H * hs + h)];
+                M = mu > M ? mu : M;
+            }
+            for (long u = 0; u < nt; u++) {
+                const float *pu = scratch + (size_t)u * per + (size_t)G * (size_t)a->S + (size_t)(H * hs);
+                w[u] = expf(pu[h] - M);
+                L += pu[H + h] * w[u];
+            }
+            float *o = a->out + h * hs;
+            for (long i = 0; i < hs; i++) o[i] = 0.f;
+            for (long u = 0; u < nt; u++) {
+                const float *pu = scratch + (size_t)u * per + (size_t)G * (size_t)a->S + (size_t)(h * hs);
+                float wu = w[u] / L;
+                for (long i = 0; i < hs; i++) o[i] += pu[i] * wu;
+            }
+        }
+    }
 #endif
-    attend_range(a, 0, total, scratch);
 }
 
 /* ---- the fused decode step: every layer of one token ------------------------------------------ */
@@ -450,7 +575,7 @@ static void plan_step(Plan *p, void *x_io, const void *cos, const void *sin, voi
     long C = p->C, nq = p->nh * p->hs, nk = p->nkv * p->hs, I = p->I, S = slot + 1;
     float *x = p->buf, *h = x + C, *qkv = h + C, *att = qkv + nq + 2 * nk, *gu = att + nq, *act = gu + 2 * I;
     float *xs = act + I, *scores = xs + 16;
-    int16_t *xq = (int16_t *)(scores + (size_t)p->threads * (size_t)p->S_cap);
+    int16_t *xq = (int16_t *)(scores + attend_scratch(p->nh, p->nkv, p->hs, p->S_cap, p->threads));
     int bf16 = p->bf16;
     size_t esz = bf16 ? 2 : 4;
     for (long i = 0; i < C; i++) x[i] = load_f(x_io, i, bf16);
@@ -581,7 +706,7 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
     p->layers = (Layer *)calloc((size_t)L, sizeof(Layer));
     long nq = nh * hs, nk = nkv * hs, kmax = C > I ? C : I;
     kmax = kmax > nq ? kmax : nq;
-    size_t floats = (size_t)(2 * C + nq + 2 * nk + nq + 3 * I + 16 + (long)threads * S_cap);
+    size_t floats = (size_t)(2 * C + nq + 2 * nk + nq + 3 * I + 16) + attend_scratch(nh, nkv, hs, S_cap, threads);
     p->buf = (float *)malloc(floats * sizeof(float) + (size_t)kmax * sizeof(int16_t));
     PyObject *capsule = PyCapsule_New(p, "astrai.decode_plan", plan_free);
     if (!capsule) {

@@ -19,7 +19,10 @@ Three paths per call, chosen by the number of rows (tokens) in the input:
   right before the matmul and the result returned in the input's dtype;
 - many rows (prefill): the weight is dequantized to the input's dtype for this call and the float
   GEMM runs (measured 2.5-4x faster than the weight-only kernels at 512 rows, and as fast as
-  float32 weights; the temporary is one matrix).
+  float32 weights). The dequantized copy goes into one scratch buffer per thread, reused by every
+  layer: a fresh allocation each call paid its page faults every time (int8 -> bfloat16 of a 1B
+  model's MLP weight: 15.5 ms into new memory, 1.6 ms into the reused buffer, against 53 ms for
+  the GEMM at 512 rows; AMD EPYC, 2 threads).
 
 int8: symmetric, one scale per output channel (``aten._weight_int8pack_mm`` layout).
 int4: asymmetric, one scale/zero per group of ``group_size`` inputs, ``aten._weight_int4pack_mm_for_cpu``
@@ -27,6 +30,8 @@ int4: asymmetric, one scale/zero per group of ``group_size`` inputs, ``aten._wei
 """
 
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +49,20 @@ KERNEL_MAX_ROWS = 16
 def _matvec_ok(x: torch.Tensor, in_features: int) -> bool:
     return (x.device.type == "cpu" and in_features % 32 == 0 and x.dtype in (torch.float32, torch.bfloat16)
             and kernels.available())
+
+
+_scratch = threading.local()
+
+
+def dequantized(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` converted to ``dtype`` in this thread's reused scratch buffer (valid until the
+    thread's next call; the buffer grows to the largest weight converted)."""
+    n = weight.numel()
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.dtype != dtype or buf.numel() < n:
+        _scratch.buf = None  # let the old buffer go before the new one is allocated
+        buf = _scratch.buf = torch.empty(n, dtype=dtype)
+    return buf[:n].view(weight.shape).copy_(weight)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +90,7 @@ class BF16Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         if rows > KERNEL_MAX_ROWS:
-            y = F.linear(x, self.weight.to(x.dtype))
+            y = F.linear(x, self.weight if x.dtype == torch.bfloat16 else dequantized(self.weight, x.dtype))
         elif _matvec_ok(x, self.in_features):
             y = kernels.matvec(kernels.W_BF16, self.weight, None, x)
         else:
@@ -97,7 +116,7 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] > KERNEL_MAX_ROWS:
             # per-output-channel scales commute with the matmul: scale the (rows, N) output instead
-            y = F.linear(x2, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+            y = F.linear(x2, dequantized(self.weight, x.dtype)) * self.scales.to(x.dtype)
         elif _matvec_ok(x, self.in_features):
             y = kernels.matvec(kernels.W_INT8, self.weight, self.scales, x2)
         else:
