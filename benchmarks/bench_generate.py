@@ -6,6 +6,9 @@ then times ``--repeats`` times a 512-token prompt followed by 128 greedy tokens 
 prompt each time, so no cached prefix is reused) and reports the medians: prefill tokens/s, decode
 tokens/s, time to first token, and peak RSS while generating. ``transformers`` runs the same weights
 in the same dtype with its own KV cache (``generate``); int8 is compared with its bfloat16 figures.
+Each row also measures the machine's memory read rate in the same process just before timing
+(summing 1 GiB), and reports the weight bytes a decode token reads times decode tokens/s: decode
+is bounded by that rate, so the two columns show how close a row gets.
 
     python benchmarks/bench_generate.py                      # everything (tens of minutes on 2 cores)
     python benchmarks/bench_generate.py --models smollm2 --repeats 3
@@ -89,6 +92,36 @@ def prompt_ids(vocab: int, n: int, seed: int) -> list[int]:
     return torch.randint(100, min(vocab, 30000), (n,), generator=g).tolist()
 
 
+def read_bandwidth_gb_s() -> float:
+    """This machine's memory read rate right now: summing a 1 GiB float32 tensor, median of 5.
+    Decode reads every weight once per token, so weights GB/s over this is how close a row gets."""
+    import statistics
+
+    import torch
+
+    a = torch.ones(1 << 28)
+    a.sum()
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        a.sum()
+        times.append(time.perf_counter() - t)
+    return a.numel() * 4 / statistics.median(times) / 1e9
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the linear layers' weights (and scales): what one decode token reads besides the KV cache."""
+    from torch import nn
+
+    read = ("weight", "scales", "scales_and_zeros")  # not int8's bf16 scales for PyTorch's kernel
+    total = 0
+    for m in model.modules():
+        if isinstance(m, nn.Linear) or hasattr(m, "in_features") and hasattr(m, "out_features"):
+            tensors = dict(m.named_buffers(recurse=False)) | dict(m.named_parameters(recurse=False))
+            total += sum(t.numel() * t.element_size() for n, t in tensors.items() if n in read)
+    return total
+
+
 def medians(runs: list[dict]) -> dict:
     import statistics
 
@@ -103,10 +136,12 @@ def run_ours(args, loaded) -> dict:
     engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8)
     setup_s = time.perf_counter() - t
     engine.stop_ids = frozenset()  # decode exactly --new-tokens tokens, even on random weights
+    nbytes = weight_bytes(engine.model)
     vocab = loaded.config.vocab_size
     t = time.perf_counter()
     engine.generate(prompt_ids(vocab, 64, 1), GenerationConfig(max_new_tokens=8))  # warm-up
     warmup_s = time.perf_counter() - t
+    bandwidth = read_bandwidth_gb_s()
     reset_peak_rss()
     runs = []
     for r in range(args.repeats):
@@ -117,6 +152,7 @@ def run_ours(args, loaded) -> dict:
                      "decode_tok_s": (res.completion_tokens - 1) / tm["decode_s"], "ttft_s": tm["ttft_s"]})
     return {**medians(runs), "peak_rss_mb": peak_rss_mb(), "setup_s": setup_s, "warmup_s": warmup_s,
             "activations": str(engine.dtype).replace("torch.", ""), "weights": engine.weights,
+            "weight_bytes": nbytes, "read_gb_s": bandwidth,
             "decode_runs": [r["decode_tok_s"] for r in runs]}
 
 
@@ -129,6 +165,7 @@ def run_hf(args, loaded) -> dict:
 
     dtype, _ = CASES[args.case]
     model = hf_model(loaded.model, getattr(torch, dtype))
+    nbytes = weight_bytes(model)
     loaded.model = None
     gc.collect()
     vocab = loaded.config.vocab_size
@@ -141,6 +178,7 @@ def run_hf(args, loaded) -> dict:
         return time.perf_counter() - t
 
     gen(prompt_ids(vocab, 64, 1), 8)  # warm-up
+    bandwidth = read_bandwidth_gb_s()
     reset_peak_rss()
     runs = []
     for r in range(args.repeats):
@@ -149,7 +187,8 @@ def run_hf(args, loaded) -> dict:
         total = gen(ids, args.new_tokens)
         runs.append({"prefill_tok_s": args.prompt_len / ttft, "decode_tok_s": (args.new_tokens - 1) / (total - ttft),
                      "ttft_s": ttft})
-    return {**medians(runs), "peak_rss_mb": peak_rss_mb(), "decode_runs": [r["decode_tok_s"] for r in runs]}
+    return {**medians(runs), "peak_rss_mb": peak_rss_mb(), "decode_runs": [r["decode_tok_s"] for r in runs],
+            "weight_bytes": nbytes, "read_gb_s": bandwidth}
 
 
 def child(args) -> None:
@@ -201,7 +240,8 @@ def main() -> None:
                 rows.append(row)
                 print(f"{model:10s} {case:9s} {engine:12s} prefill {row['prefill_tok_s']:8.1f} tok/s  "
                       f"decode {row['decode_tok_s']:6.1f} tok/s  ttft {row['ttft_s']:.2f}s  "
-                      f"rss {row['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+                      f"rss {row['peak_rss_mb']:.0f} MB  weights {row['decode_tok_s'] * row['weight_bytes'] / 1e9:.1f} GB/s "
+                      f"(memory {row['read_gb_s']:.1f} GB/s)", file=sys.stderr, flush=True)
 
     def baseline(row):
         ref_case = "bfloat16" if CASES[row["case"]][1] else row["case"]
@@ -210,13 +250,15 @@ def main() -> None:
                 return r
         return None
 
-    lines = ["| model | precision | engine | prefill tok/s | decode tok/s | TTFT s | peak RSS MB | decode vs HF | prefill vs HF |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | precision | engine | prefill tok/s | decode tok/s | TTFT s | peak RSS MB | weights GB/s in decode "
+             "| memory read GB/s | decode vs HF | prefill vs HF |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b = baseline(r) if r["engine"] != "transformers" else None
         ratio = (lambda k: f"{r[k] / b[k]:.2f}x" if b else "")
         lines.append(f"| {r['model']} | {r['case']} | {r['engine']} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
-                     f"{r['ttft_s']:.2f} | {r['peak_rss_mb']:.0f} | {ratio('decode_tok_s')} | {ratio('prefill_tok_s')} |")
+                     f"{r['ttft_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['decode_tok_s'] * r['weight_bytes'] / 1e9:.1f} | "
+                     f"{r['read_gb_s']:.1f} | {ratio('decode_tok_s')} | {ratio('prefill_tok_s')} |")
     table = "\n".join(lines)
     print(table)
     meta = {"machine": cpu_name(), "cpu_count": os.cpu_count(),
