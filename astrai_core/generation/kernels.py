@@ -42,13 +42,13 @@ def matvec(kind: int, weight: torch.Tensor, scales: torch.Tensor | None, x: torc
 
 
 def _linear_parts(module: nn.Module) -> tuple[int, torch.Tensor, torch.Tensor | None] | None:
-    from astrai_core.generation.quantize import BF16Linear, Int8Linear
+    from astrai_core.generation.quantize import BF16Linear, F32Linear, Int8Linear
 
     if isinstance(module, BF16Linear):
         return W_BF16, module.weight, None
     if isinstance(module, Int8Linear):
         return W_INT8, module.weight, module.scales
-    if isinstance(module, nn.Linear) and module.weight.dtype == torch.float32:
+    if isinstance(module, (F32Linear, nn.Linear)) and module.weight.dtype == torch.float32:
         return W_F32, module.weight, None
     return None  # int4 and anything else: PyTorch's path
 
