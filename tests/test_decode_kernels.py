@@ -70,6 +70,16 @@ def test_matvec_int8_weights(level, rows, n, k):
     assert ((y.double() - ref).abs().max() / ref.abs().max()) < 1e-3
 
 
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_dequantize_int8_folds_the_row_scales(out_dtype):
+    """The prefill weight: int8 times its row scale, rounded once to the output dtype (as PyTorch rounds)."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randint(-127, 128, (300, 200), generator=g, dtype=torch.int8)
+    s = torch.rand(300, generator=g) * 0.05
+    out = torch.empty(300, 200, dtype=out_dtype)
+    assert torch.equal(kernels.dequantize_int8(w, s, out), (w.float() * s[:, None]).to(out_dtype))
+
+
 def test_matvec_rejects_unsupported_shapes():
     w = torch.zeros(8, 40, dtype=torch.bfloat16)
     x = torch.zeros(1, 40)

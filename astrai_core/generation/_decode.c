@@ -676,6 +676,60 @@ static PyObject *matvec(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* dequant(w, scales, out, out_bf16, N, K, threads): out (N, K) = w (int8) * scales[n] per row, in
+   float32 or bfloat16 (round to nearest even): the weight for a prefill GEMM, scale folded in */
+CLONES static void dequant_rows(const int8_t *w, const float *sc, void *out, int bf16, long n0, long n1, long K) {
+    for (long n = n0; n < n1; n++) {
+        const int8_t *r = w + n * K;
+        float s = sc[n];
+        if (bf16) {
+            uint16_t *o = (uint16_t *)out + n * K;
+            #pragma omp simd
+            for (long k = 0; k < K; k++) {
+                float f = (float)r[k] * s;
+                uint32_t u;
+                memcpy(&u, &f, 4);
+                o[k] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); /* finite: no NaN case */
+            }
+        } else {
+            float *o = (float *)out + n * K;
+            #pragma omp simd
+            for (long k = 0; k < K; k++) o[k] = (float)r[k] * s;
+        }
+    }
+}
+
+static PyObject *dequant(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "dequant takes 7 arguments");
+        return NULL;
+    }
+    void *w, *sc, *out;
+    if (!as_ptr(args[0], &w) || !as_ptr(args[1], &sc) || !as_ptr(args[2], &out)) return NULL;
+    int bf16 = PyObject_IsTrue(args[3]);
+    long N = PyLong_AsLong(args[4]), K = PyLong_AsLong(args[5]);
+    int threads = (int)PyLong_AsLong(args[6]);
+    if (PyErr_Occurred()) return NULL;
+    if (!w || !sc || !out || N < 1 || K < 1) {
+        PyErr_SetString(PyExc_ValueError, "dequant: empty weight or null pointer");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+    #pragma omp parallel num_threads(threads > 0 ? threads : 1)
+    {
+        long t = omp_get_thread_num(), T = omp_get_num_threads();
+        dequant_rows((const int8_t *)w, (const float *)sc, out, bf16, N * t / T, N * (t + 1) / T, K);
+    }
+#else
+    (void)threads;
+    dequant_rows((const int8_t *)w, (const float *)sc, out, bf16, 0, N, K);
+#endif
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static int parse_lin(PyObject *t, Py_ssize_t i, int kind, long N, long K, Lin *l) {
     void *w, *s;
     if (!as_ptr(PyTuple_GET_ITEM(t, i), &w) || !as_ptr(PyTuple_GET_ITEM(t, i + 1), &s)) return 0;
@@ -792,6 +846,7 @@ static PyObject *set_level(PyObject *self, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"matvec", (PyCFunction)(void (*)(void))matvec, METH_FASTCALL, "y = x @ W.T for a few rows"},
+    {"dequant", (PyCFunction)(void (*)(void))dequant, METH_FASTCALL, "int8 rows times their scales -> float32/bfloat16"},
     {"plan", make_plan, METH_VARARGS, "prepare the fused decode step for a model's weights"},
     {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, "every layer of one decode token"},
     {"level", level, METH_NOARGS, "vector path in use: 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 dot products"},

@@ -41,6 +41,14 @@ def matvec(kind: int, weight: torch.Tensor, scales: torch.Tensor | None, x: torc
     return y.view(*x.shape[:-1], n)
 
 
+def dequantize_int8(weight: torch.Tensor, scales: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out (N, K), float32 or bfloat16, contiguous = weight (int8) * scales (float32, one per row)."""
+    n, k = weight.shape
+    _decode.dequant(weight.data_ptr(), scales.data_ptr(), out.data_ptr(), out.dtype == torch.bfloat16, n, k,
+                    torch.get_num_threads())
+    return out
+
+
 def _linear_parts(module: nn.Module) -> tuple[int, torch.Tensor, torch.Tensor | None] | None:
     from astrai_core.generation.quantize import BF16Linear, F32Linear, Int8Linear
 

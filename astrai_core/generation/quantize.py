@@ -54,15 +54,20 @@ def _matvec_ok(x: torch.Tensor, in_features: int) -> bool:
 _scratch = threading.local()
 
 
-def dequantized(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``weight`` converted to ``dtype`` in this thread's reused scratch buffer (valid until the
-    thread's next call; the buffer grows to the largest weight converted)."""
-    n = weight.numel()
+def scratch(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """This thread's reused buffer viewed as ``shape`` (valid until the thread's next call; it grows
+    to the largest weight converted)."""
+    n = shape.numel()
     buf = getattr(_scratch, "buf", None)
     if buf is None or buf.dtype != dtype or buf.numel() < n:
         _scratch.buf = None  # let the old buffer go before the new one is allocated
         buf = _scratch.buf = torch.empty(n, dtype=dtype)
-    return buf[:n].view(weight.shape).copy_(weight)
+    return buf[:n].view(shape)
+
+
+def dequantized(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` converted to ``dtype`` in this thread's scratch buffer."""
+    return scratch(weight.shape, dtype).copy_(weight)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +139,10 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] > KERNEL_MAX_ROWS:
             # per-output-channel scales commute with the matmul: scale the (rows, N) output instead
-            y = F.linear(x2, dequantized(self.weight, x.dtype)) * self.scales.to(x.dtype)
+            if kernels.available() and x.dtype in (torch.float32, torch.bfloat16):  # scales folded in, one pass
+                y = F.linear(x2, kernels.dequantize_int8(self.weight, self.scales, scratch(self.weight.shape, x.dtype)))
+            else:
+                y = F.linear(x2, dequantized(self.weight, x.dtype)).mul_(self.scales.to(x.dtype))
         elif _matvec_ok(x, self.in_features):
             y = kernels.matvec(kernels.W_INT8, self.weight, self.scales, x2)
         else:
