@@ -11,10 +11,12 @@ Each row also measures the machine's memory read rate in the same process just b
 is bounded by that rate, so the two columns show how close a row gets.
 
     python benchmarks/bench_generate.py                      # everything (tens of minutes on 2 cores)
-    python benchmarks/bench_generate.py --models smollm2 --repeats 3
+    python benchmarks/bench_generate.py --models smollm2 --repeats 2 --rounds 3
     python benchmarks/bench_generate.py --models astrai-1b --new-tokens 64
 
-Prints a Markdown table and writes the raw figures as JSON (``--out``): rows of earlier runs for
+``--rounds N`` runs the whole set of rows N times, interleaved, and reports medians over rounds, with
+each ratio taken between rows of the same round (on a shared machine the memory bandwidth a process
+gets varies by 2x from one process to the next). Prints a Markdown table and writes the raw figures as JSON (``--out``): rows of earlier runs for
 other (model, precision, engine) combinations are kept, so models can be run one at a time. Not a test.
 """
 
@@ -206,6 +208,8 @@ def main() -> None:
     p.add_argument("--dtypes", default="float32,bfloat16,int8", help=f"any of {sorted(CASES)}")
     p.add_argument("--engines", default="astrai,transformers", help="any of astrai, transformers")
     p.add_argument("--repeats", type=int, default=1, help="timed generations per row (medians are reported)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every row this many times, interleaved; medians over rounds, ratios taken within a round")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=128)
@@ -219,43 +223,72 @@ def main() -> None:
     if args.child:
         return child(args)
 
-    rows = []
-    for model in args.models.split(","):
-        for case in args.dtypes.split(","):
-            for engine in args.engines.split(","):
-                if engine == "transformers" and CASES[case][1] is not None:
-                    continue  # transformers has no CPU weight-only int8 path; compared with its bf16
-                cmd = [sys.executable, __file__, "--child", "--model", model, "--case", case, "--engine", engine,
-                       "--threads", str(args.threads), "--prompt-len", str(args.prompt_len),
-                       "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
-                env = dict(os.environ, PYTHONPATH=str(ROOT))
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-                if proc.returncode or not line:
-                    print(f"{model} {case} {engine}: FAILED\n{proc.stderr[-2000:]}", file=sys.stderr)
-                    continue
-                row = {"model": model, "case": case, "engine": engine, "threads": args.threads,
-                       "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
-                       "load_average": os.getloadavg()[0], **json.loads(line[0][7:])}
-                rows.append(row)
-                print(f"{model:10s} {case:9s} {engine:12s} prefill {row['prefill_tok_s']:8.1f} tok/s  "
-                      f"decode {row['decode_tok_s']:6.1f} tok/s  ttft {row['ttft_s']:.2f}s  "
-                      f"rss {row['peak_rss_mb']:.0f} MB  weights {row['decode_tok_s'] * row['weight_bytes'] / 1e9:.1f} GB/s "
-                      f"(memory {row['read_gb_s']:.1f} GB/s)", file=sys.stderr, flush=True)
+    import statistics
 
-    def baseline(row):
+    rounds = []  # each round runs every row once, so a slow spell on a shared machine hits both engines
+    for rnd in range(args.rounds):
+        rows = []
+        for model in args.models.split(","):
+            for case in args.dtypes.split(","):
+                for engine in args.engines.split(","):
+                    if engine == "transformers" and CASES[case][1] is not None:
+                        continue  # transformers has no CPU weight-only int8 path; compared with its bf16
+                    cmd = [sys.executable, __file__, "--child", "--model", model, "--case", case, "--engine", engine,
+                           "--threads", str(args.threads), "--prompt-len", str(args.prompt_len),
+                           "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
+                    env = dict(os.environ, PYTHONPATH=str(ROOT))
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                    if proc.returncode or not line:
+                        print(f"{model} {case} {engine}: FAILED\n{proc.stderr[-2000:]}", file=sys.stderr)
+                        continue
+                    row = {"model": model, "case": case, "engine": engine, "threads": args.threads,
+                           "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
+                           "load_average": os.getloadavg()[0], **json.loads(line[0][7:])}
+                    rows.append(row)
+                    print(f"round {rnd + 1} {model:10s} {case:9s} {engine:12s} prefill {row['prefill_tok_s']:8.1f} tok/s  "
+                          f"decode {row['decode_tok_s']:6.1f} tok/s  ttft {row['ttft_s']:.2f}s  "
+                          f"rss {row['peak_rss_mb']:.0f} MB  weights {row['decode_tok_s'] * row['weight_bytes'] / 1e9:.1f} GB/s "
+                          f"(memory {row['read_gb_s']:.1f} GB/s)", file=sys.stderr, flush=True)
+        rounds.append(rows)
+
+    def baseline(row, rows):
         ref_case = "bfloat16" if CASES[row["case"]][1] else row["case"]
         for r in rows:
             if r["engine"] == "transformers" and r["model"] == row["model"] and r["case"] == ref_case:
                 return r
         return None
 
+    def ratios(row, key):  # ours / transformers within each round, then the median over rounds
+        out = []
+        for rows in rounds:
+            mine = [r for r in rows if (r["model"], r["case"], r["engine"]) == (row["model"], row["case"], row["engine"])]
+            b = baseline(row, rows)
+            if mine and b:
+                out.append(mine[0][key] / b[key])
+        return out
+
+    # one row per combination: medians over rounds, every round's figures kept
+    rows = []
+    for r0 in rounds[0]:
+        same = [r for rs in rounds for r in rs if (r["model"], r["case"], r["engine"]) == (r0["model"], r0["case"], r0["engine"])]
+        row = dict(r0, rounds=len(same))
+        for k in ("prefill_tok_s", "decode_tok_s", "ttft_s", "read_gb_s"):
+            row[k] = statistics.median(r[k] for r in same)
+            row[k + "_rounds"] = [r[k] for r in same]
+        row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in same)
+        if r0["engine"] != "transformers":
+            for k in ("decode_tok_s", "prefill_tok_s"):
+                rr = ratios(r0, k)
+                row[k.split("_")[0] + "_vs_hf_rounds"] = rr
+                row[k.split("_")[0] + "_vs_hf"] = statistics.median(rr) if rr else None
+        rows.append(row)
+
     lines = ["| model | precision | engine | prefill tok/s | decode tok/s | TTFT s | peak RSS MB | weights GB/s in decode "
              "| memory read GB/s | decode vs HF | prefill vs HF |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        b = baseline(r) if r["engine"] != "transformers" else None
-        ratio = (lambda k: f"{r[k] / b[k]:.2f}x" if b else "")
+        ratio = (lambda k: f"{r[k.split('_')[0] + '_vs_hf']:.2f}x" if r.get(k.split("_")[0] + "_vs_hf") else "")
         lines.append(f"| {r['model']} | {r['case']} | {r['engine']} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
                      f"{r['ttft_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['decode_tok_s'] * r['weight_bytes'] / 1e9:.1f} | "
                      f"{r['read_gb_s']:.1f} | {ratio('decode_tok_s')} | {ratio('prefill_tok_s')} |")
