@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/astrai-bench"))
     ap.add_argument("--data-dir", type=Path, default=None, help="keep the collections here (default: a temp dir)")
     ap.add_argument("--embedder", default=None)
-    ap.add_argument("--dtype", default="float32", help="embedder precision: float32 (the app's), int8, bfloat16")
+    ap.add_argument("--dtype", default="auto", help="embedder precision: auto (the app's), float32, mixed, bfloat16, int8")
     ap.add_argument("--big", action="store_true", help="also index the 1,335-page LinuxCNC PDF")
     ap.add_argument("--latency-only", action="store_true")
     ap.add_argument("--skip-index", action="store_true", help="reuse dr-en / dr-zh collections in --data-dir")

@@ -104,11 +104,30 @@ def test_pretransposed_linears_and_int8_against_plain_sentence_transformers(embe
     ref = plain.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     ours = embedder.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(ours, ref, atol=1e-5)
-    q = embedder.encode_query("如何设置静态 IP 地址？", threads=1)
+    f32 = embedder if embedder.dtype == "float32" else load_embedder(embedder.path, dtype="float32")
+    q = f32.encode_query("如何设置静态 IP 地址？", threads=1)
     np.testing.assert_allclose(q, ref[0], atol=1e-5)
     int8 = load_embedder(embedder.path, dtype="int8")
     cos = (int8.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True) * ref).sum(1)
     assert cos.min() > 0.98, cos
+
+
+def test_auto_precision_and_mixed_bfloat16_stay_close_to_float32(embedder):
+    """"auto" is bfloat16 matmuls ("mixed") only where the CPU has native bf16; either way the
+    vectors stay those of float32 (same ranking on the bundled model's own check texts)."""
+    from astrai_core.generation.engine import native_bf16
+
+    assert embedder.dtype == ("mixed" if native_bf16() else "float32")
+    texts = ["如何设置静态 IP 地址？", "How do I list the files in a Debian package?",
+             "grep(1) can be used to perform the text search on files.", "正则表达式被使用在许多文本处理工具中。"]
+    f32 = load_embedder(embedder.path, dtype="float32")
+    mixed = embedder if embedder.dtype == "mixed" else load_embedder(embedder.path, dtype="mixed")
+    for kind in ("query", "passage"):
+        a, b = f32.encode(texts, kind=kind), mixed.encode(texts, kind=kind)
+        assert a.dtype == b.dtype == np.float32
+        assert (a * b).sum(1).min() > 0.99
+        assert not np.array_equal(a, b)  # bfloat16 really ran: the vectors are not bit-identical
+        assert np.array_equal(np.argsort(-(a @ a.T), 1)[:, :2], np.argsort(-(b @ b.T), 1)[:, :2])
 
 
 def test_unknown_precision_is_refused(embedder):
