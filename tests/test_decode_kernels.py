@@ -122,22 +122,28 @@ def stepwise_logits(engine: Engine, ids: list[int], n_prompt: int) -> torch.Tens
     return torch.cat(steps)
 
 
+def step_vs_model_error(config: ModelConfig, tok, monkeypatch, dtype: str, quant: str | None, n: int,
+                        n_prompt: int, seed: int) -> float:
+    """Largest relative logit error of the fused step against the model's own forward over ``n`` tokens."""
+    fast = Engine(random_loaded(config, tok), dtype=dtype, quantize=quant)
+    if dtype == "bfloat16" and fast.dtype != torch.bfloat16:
+        pytest.skip("no native bfloat16 here: bfloat16 runs as float32 activations")
+    assert fast._step is not None
+    ids = torch.randint(0, config.vocab_size, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+    a = stepwise_logits(fast, ids, n_prompt)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    slow = Engine(random_loaded(config, tok), dtype=dtype, quantize=quant)
+    assert slow._step is None
+    b = stepwise_logits(slow, ids, n_prompt)
+    return ((a - b).abs().max(-1).values / b.abs().max(-1).values).max().item()
+
+
 @pytest.mark.parametrize("dtype,quant,tol", [("float32", None, 1e-4), ("bfloat16", None, 0.06),
                                              ("float32", "int8", 0.02), ("bfloat16", "int8", 0.06)])
 def test_fused_step_matches_the_model_forward(level, tok, monkeypatch, dtype, quant, tol):
     """Every optional part of a layer (QK-norm, q/k/v bias, 8 query heads on 2 kv heads, scaled
     rotary) through the fused step gives the logits of the model's own forward, step by step."""
-    fast = Engine(random_loaded(FULL, tok), dtype=dtype, quantize=quant)
-    if dtype == "bfloat16" and fast.dtype != torch.bfloat16:
-        pytest.skip("no native bfloat16 here: bfloat16 runs as float32 activations")
-    assert fast._step is not None
-    ids = torch.randint(0, FULL.vocab_size, (80,), generator=torch.Generator().manual_seed(1)).tolist()
-    a = stepwise_logits(fast, ids, 10)
-    monkeypatch.setattr(kernels, "ENABLED", False)
-    slow = Engine(random_loaded(FULL, tok), dtype=dtype, quantize=quant)
-    assert slow._step is None
-    b = stepwise_logits(slow, ids, 10)
-    err = ((a - b).abs().max(-1).values / b.abs().max(-1).values).max().item()
+    err = step_vs_model_error(FULL, tok, monkeypatch, dtype, quant, n=80, n_prompt=10, seed=1)
     assert err < tol, err
 
 
@@ -149,15 +155,7 @@ MQA = ModelConfig(vocab_size=300, hidden_size=128, num_layers=2, num_heads=10, n
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_fused_step_attention_beyond_eight_heads_per_group(level, tok, monkeypatch, dtype):
-    fast = Engine(random_loaded(MQA, tok), dtype=dtype)
-    if dtype == "bfloat16" and fast.dtype != torch.bfloat16:
-        pytest.skip("no native bfloat16 here: bfloat16 runs as float32 activations")
-    assert fast._step is not None
-    ids = torch.randint(0, MQA.vocab_size, (150,), generator=torch.Generator().manual_seed(2)).tolist()
-    a = stepwise_logits(fast, ids, 5)
-    monkeypatch.setattr(kernels, "ENABLED", False)
-    b = stepwise_logits(Engine(random_loaded(MQA, tok), dtype=dtype), ids, 5)
-    err = ((a - b).abs().max(-1).values / b.abs().max(-1).values).max().item()
+    err = step_vs_model_error(MQA, tok, monkeypatch, dtype, None, n=150, n_prompt=5, seed=2)
     assert err < (1e-4 if dtype == "float32" else 0.06), err
 
 

@@ -76,18 +76,26 @@ T512 static inline __m512 bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
 
-T512 static float dot_bf16_512(const uint16_t *w, const float *x, long K) {
+/* float32 x against one row of bfloat16 (widened by a shift) or float32 weights */
+T512 static inline __m512 load16(const void *p, long i, int bf16) {
+    return bf16 ? bf16x16((const uint16_t *)p + i) : _mm512_loadu_ps((const float *)p + i);
+}
+
+T512 static inline __attribute__((always_inline)) float dot_512_t(const void *w, int bf16, const float *x, long K) {
     __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
     long k = 0;
     for (; k + 64 <= K; k += 64) {
-        a = _mm512_fmadd_ps(bf16x16(w + k), _mm512_loadu_ps(x + k), a);
-        b = _mm512_fmadd_ps(bf16x16(w + k + 16), _mm512_loadu_ps(x + k + 16), b);
-        c = _mm512_fmadd_ps(bf16x16(w + k + 32), _mm512_loadu_ps(x + k + 32), c);
-        d = _mm512_fmadd_ps(bf16x16(w + k + 48), _mm512_loadu_ps(x + k + 48), d);
+        a = _mm512_fmadd_ps(load16(w, k, bf16), _mm512_loadu_ps(x + k), a);
+        b = _mm512_fmadd_ps(load16(w, k + 16, bf16), _mm512_loadu_ps(x + k + 16), b);
+        c = _mm512_fmadd_ps(load16(w, k + 32, bf16), _mm512_loadu_ps(x + k + 32), c);
+        d = _mm512_fmadd_ps(load16(w, k + 48, bf16), _mm512_loadu_ps(x + k + 48), d);
     }
-    for (; k < K; k += 16) a = _mm512_fmadd_ps(bf16x16(w + k), _mm512_loadu_ps(x + k), a);
+    for (; k < K; k += 16) a = _mm512_fmadd_ps(load16(w, k, bf16), _mm512_loadu_ps(x + k), a);
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
 }
+
+T512 static float dot_bf16_512(const uint16_t *w, const float *x, long K) { return dot_512_t(w, 1, x, K); }
+T512 static float dot_f32_512(const float *w, const float *x, long K) { return dot_512_t(w, 0, x, K); }
 
 T512 static inline __m512i madd_i8x32(const int8_t *w, const int16_t *x, __m512i acc) {
     __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)w));
@@ -109,18 +117,6 @@ T512 static float dot_i8_512(const int8_t *w, const int16_t *x, long K) {
     return _mm512_reduce_add_ps(f);
 }
 
-T512 static float dot_f32_512(const float *w, const float *x, long K) {
-    __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
-    long k = 0;
-    for (; k + 64 <= K; k += 64) {
-        a = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a);
-        b = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16), _mm512_loadu_ps(x + k + 16), b);
-        c = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 32), _mm512_loadu_ps(x + k + 32), c);
-        d = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 48), _mm512_loadu_ps(x + k + 48), d);
-    }
-    for (; k < K; k += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), a);
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
-}
 
 /* bfloat16 weights times x rounded to bfloat16, pairs summed in float32 (AVX512-BF16) */
 T512BF static float dot_bf16_dp(const uint16_t *w, const uint16_t *x, long K) {
@@ -150,16 +146,23 @@ T256 static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-T256 static float dot_bf16_256(const uint16_t *w, const float *x, long K) {
+T256 static inline __m256 load8(const void *p, long i, int bf16) {
+    return bf16 ? bf16x8((const uint16_t *)p + i) : _mm256_loadu_ps((const float *)p + i);
+}
+
+T256 static inline __attribute__((always_inline)) float dot_256_t(const void *w, int bf16, const float *x, long K) {
     __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
     for (long k = 0; k < K; k += 32) {
-        a = _mm256_fmadd_ps(bf16x8(w + k), _mm256_loadu_ps(x + k), a);
-        b = _mm256_fmadd_ps(bf16x8(w + k + 8), _mm256_loadu_ps(x + k + 8), b);
-        c = _mm256_fmadd_ps(bf16x8(w + k + 16), _mm256_loadu_ps(x + k + 16), c);
-        d = _mm256_fmadd_ps(bf16x8(w + k + 24), _mm256_loadu_ps(x + k + 24), d);
+        a = _mm256_fmadd_ps(load8(w, k, bf16), _mm256_loadu_ps(x + k), a);
+        b = _mm256_fmadd_ps(load8(w, k + 8, bf16), _mm256_loadu_ps(x + k + 8), b);
+        c = _mm256_fmadd_ps(load8(w, k + 16, bf16), _mm256_loadu_ps(x + k + 16), c);
+        d = _mm256_fmadd_ps(load8(w, k + 24, bf16), _mm256_loadu_ps(x + k + 24), d);
     }
     return hsum256(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
 }
+
+T256 static float dot_bf16_256(const uint16_t *w, const float *x, long K) { return dot_256_t(w, 1, x, K); }
+T256 static float dot_f32_256(const float *w, const float *x, long K) { return dot_256_t(w, 0, x, K); }
 
 T256 static inline __m256i madd_i8x16(const int8_t *w, const int16_t *x, __m256i acc) {
     __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w));
@@ -178,16 +181,6 @@ T256 static float dot_i8_256(const int8_t *w, const int16_t *x, long K) {
         f = _mm256_add_ps(f, _mm256_cvtepi32_ps(_mm256_add_epi32(a, b)));
     }
     return hsum256(f);
-}
-T256 static float dot_f32_256(const float *w, const float *x, long K) {
-    __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
-    for (long k = 0; k < K; k += 32) {
-        a = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a);
-        b = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), b);
-        c = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 16), _mm256_loadu_ps(x + k + 16), c);
-        d = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 24), _mm256_loadu_ps(x + k + 24), d);
-    }
-    return hsum256(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
 }
 #endif
 
@@ -388,9 +381,6 @@ CLONES static void attend_part(const float *q, const void *k, const void *v, int
 /* The same with AVX-512 intrinsics, for hs a multiple of 16 and G <= 8 heads per group (G a constant
    in each instance, so the G accumulators stay in registers): scores one position at a time, the
    weighted sum of values 16 lanes of hs at a time over all positions. */
-T512 static inline __m512 load16(const void *p, long i, int bf16) {
-    return bf16 ? bf16x16((const uint16_t *)p + i) : _mm512_loadu_ps((const float *)p + i);
-}
 
 T512 static inline __attribute__((always_inline)) void part512_t(const float *q, const void *k, const void *v,
                                                                  int bf16, long s0, long s1, long hs, const long G,
