@@ -147,7 +147,7 @@ def test_fused_step_matches_the_model_forward(level, tok, monkeypatch, dtype, qu
     assert err < tol, err
 
 
-# ten query heads on one kv head: more than the 8 heads per group the AVX-512 attention unrolls, so
+# ten query heads on one kv head: more than the 8 heads per group the AVX-512/AVX2 attention unrolls, so
 # the portable loops run; 1 kv head also leaves both threads splitting the positions of one group
 MQA = ModelConfig(vocab_size=300, hidden_size=128, num_layers=2, num_heads=10, num_kv_heads=1, head_dim=32,
                   intermediate_size=224, max_position_embeddings=256, rope_theta=10000.0)

@@ -418,6 +418,60 @@ T512 static inline __attribute__((always_inline)) void part512_t(const float *q,
     }
 }
 
+/* The AVX2 twin (8 lanes): most laptops without AVX-512 take this path */
+T256 static inline __attribute__((always_inline)) void part256_t(const float *q, const void *k, const void *v,
+                                                                 int bf16, long s0, long s1, long hs, const long G,
+                                                                 float scale, float *sc, float *out, float *m,
+                                                                 float *l) {
+    long n = s1 - s0;
+    __m256 acc[8];
+    for (long s = s0; s < s1; s++) {
+        for (long g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
+        for (long i = 0; i < hs; i += 8) {
+            __m256 kv = load8(k, s * hs + i, bf16);
+            for (long g = 0; g < G; g++) acc[g] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + g * hs + i), acc[g]);
+        }
+        for (long g = 0; g < G; g++) sc[g * n + (s - s0)] = hsum256(acc[g]) * scale;
+    }
+    for (long g = 0; g < G; g++) {
+        float *r = sc + g * n, mx = -INFINITY, sum = 0.f;
+        #pragma omp simd reduction(max : mx)
+        for (long s = 0; s < n; s++) mx = r[s] > mx ? r[s] : mx;
+        #pragma omp simd reduction(+ : sum)
+        for (long s = 0; s < n; s++) {
+            r[s] = exp_nonpos(r[s] - mx);
+            sum += r[s];
+        }
+        m[g] = mx;
+        l[g] = sum;
+    }
+    for (long i = 0; i < hs; i += 8) {
+        for (long g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
+        for (long s = 0; s < n; s++) {
+            __m256 vv = load8(v, (s0 + s) * hs + i, bf16);
+            for (long g = 0; g < G; g++) acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(sc[g * n + s]), vv, acc[g]);
+        }
+        for (long g = 0; g < G; g++) _mm256_storeu_ps(out + g * hs + i, acc[g]);
+    }
+}
+
+#define PART256(NG)                                                                                            \
+    case NG:                                                                                                   \
+        if (bf16) part256_t(q, k, v, 1, s0, s1, hs, NG, scale, sc, out, m, l);                               \
+        else part256_t(q, k, v, 0, s0, s1, hs, NG, scale, sc, out, m, l);                                     \
+        return 1;
+
+T256 static int attend_part256(const float *q, const void *k, const void *v, int bf16, long s0, long s1, long hs,
+                               long G, float scale, float *sc, float *out, float *m, float *l) {
+    if (hs % 8) return 0;
+    switch (G) {
+        PART256(1) PART256(2) PART256(3) PART256(4) PART256(5) PART256(6) PART256(7) PART256(8)
+    default:
+        return 0;
+    }
+}
+#undef PART256
+
 #define PART512(NG)                                                                                            \
     case NG:                                                                                                   \
         if (bf16) part512_t(q, k, v, 1, s0, s1, hs, NG, scale, sc, out, m, l);                               \
@@ -445,8 +499,12 @@ static void attend_range(const Attn *a, long s0, long s1, float *sc, float *po, 
             size_t off = (size_t)((b * a->nkv + g) * a->S_max) * (size_t)a->hs * esz;
             long h = b * a->nh + g * G;
 #if HAVE_X86
-            if (g_level >= 2 && attend_part512(a->q + h * a->hs, (const char *)a->k + off, (const char *)a->v + off,
-                                               a->bf16, s0, s1, a->hs, G, a->scale, sc, po + h * a->hs, pm + h, pl + h))
+            const char *kp = (const char *)a->k + off, *vp = (const char *)a->v + off;
+            if (g_level >= 2 && attend_part512(a->q + h * a->hs, kp, vp, a->bf16, s0, s1, a->hs, G, a->scale, sc,
+                                               po + h * a->hs, pm + h, pl + h))
+                continue;
+            if (g_level == 1 && attend_part256(a->q + h * a->hs, kp, vp, a->bf16, s0, s1, a->hs, G, a->scale, sc,
+                                               po + h * a->hs, pm + h, pl + h))
                 continue;
 #endif
             attend_part(a->q + h * a->hs, (const char *)a->k + off, (const char *)a->v + off, a->bf16, s0, s1, a->hs,
