@@ -32,6 +32,14 @@
 #endif
 
 #define MAX_ROWS 16
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define ALWAYS_INLINE __forceinline
+#else
+#define ALWAYS_INLINE inline
+#endif
 #define BLOCK 256
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
@@ -81,7 +89,7 @@ T512 static inline __m512 load16(const void *p, long i, int bf16) {
     return bf16 ? bf16x16((const uint16_t *)p + i) : _mm512_loadu_ps((const float *)p + i);
 }
 
-T512 static inline __attribute__((always_inline)) float dot_512_t(const void *w, int bf16, const float *x, long K) {
+T512 static ALWAYS_INLINE float dot_512_t(const void *w, int bf16, const float *x, long K) {
     __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
     long k = 0;
     for (; k + 64 <= K; k += 64) {
@@ -150,7 +158,7 @@ T256 static inline __m256 load8(const void *p, long i, int bf16) {
     return bf16 ? bf16x8((const uint16_t *)p + i) : _mm256_loadu_ps((const float *)p + i);
 }
 
-T256 static inline __attribute__((always_inline)) float dot_256_t(const void *w, int bf16, const float *x, long K) {
+T256 static ALWAYS_INLINE float dot_256_t(const void *w, int bf16, const float *x, long K) {
     __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
     for (long k = 0; k < K; k += 32) {
         a = _mm256_fmadd_ps(load8(w, k, bf16), _mm256_loadu_ps(x + k), a);
@@ -320,7 +328,7 @@ typedef struct {
    max m (G) and the sum of exponentials l (G), to be merged with the other threads' ranges. Scores
    (G, n) in `sc`. Written so the compiler vectorizes every inner loop over hs (clones for AVX-512,
    AVX2 and plain x86-64). */
-static inline __attribute__((always_inline)) void attend_part_t(const float *q, const void *k, const void *v, int bf16,
+static ALWAYS_INLINE void attend_part_t(const float *q, const void *k, const void *v, int bf16,
                                                                 long s0, long s1, long hs, long G, float scale,
                                                                 float *sc, float *out, float *m, float *l) {
     long n = s1 - s0;
@@ -382,7 +390,7 @@ CLONES static void attend_part(const float *q, const void *k, const void *v, int
    in each instance, so the G accumulators stay in registers): scores one position at a time, the
    weighted sum of values 16 lanes of hs at a time over all positions. */
 
-T512 static inline __attribute__((always_inline)) void part512_t(const float *q, const void *k, const void *v,
+T512 static ALWAYS_INLINE void part512_t(const float *q, const void *k, const void *v,
                                                                  int bf16, long s0, long s1, long hs, const long G,
                                                                  float scale, float *sc, float *out, float *m,
                                                                  float *l) {
@@ -419,7 +427,7 @@ T512 static inline __attribute__((always_inline)) void part512_t(const float *q,
 }
 
 /* The AVX2 twin (8 lanes): most laptops without AVX-512 take this path */
-T256 static inline __attribute__((always_inline)) void part256_t(const float *q, const void *k, const void *v,
+T256 static ALWAYS_INLINE void part256_t(const float *q, const void *k, const void *v,
                                                                  int bf16, long s0, long s1, long hs, const long G,
                                                                  float scale, float *sc, float *out, float *m,
                                                                  float *l) {
