@@ -323,6 +323,23 @@ typedef struct {
     float scale;
 } Attn;
 
+/* scores (G, n) -> e^(score - max) in place, with each row's max m and sum l (the partial softmax
+   that attend_run merges across threads) */
+CLONES static void softmax_part(float *sc, long n, long G, float *m, float *l) {
+    for (long g = 0; g < G; g++) {
+        float *r = sc + g * n, mx = -INFINITY, sum = 0.f;
+        #pragma omp simd reduction(max : mx)
+        for (long s = 0; s < n; s++) mx = r[s] > mx ? r[s] : mx;
+        #pragma omp simd reduction(+ : sum)
+        for (long s = 0; s < n; s++) {
+            r[s] = exp_nonpos(r[s] - mx);
+            sum += r[s];
+        }
+        m[g] = mx;
+        l[g] = sum;
+    }
+}
+
 /* One query per head, the G heads of a key/value group together (each key and value row is read
    once for all of them), over positions s0..s1 of the cache: unnormalized out (G, hs), the running
    max m (G) and the sum of exponentials l (G), to be merged with the other threads' ranges. Scores
@@ -349,18 +366,7 @@ static ALWAYS_INLINE void attend_part_t(const float *q, const void *k, const voi
             sc[g * n + (s - s0)] = d * scale;
         }
     }
-    for (long g = 0; g < G; g++) {
-        float *r = sc + g * n, mx = -INFINITY, sum = 0.f;
-        #pragma omp simd reduction(max : mx)
-        for (long s = 0; s < n; s++) mx = r[s] > mx ? r[s] : mx;
-        #pragma omp simd reduction(+ : sum)
-        for (long s = 0; s < n; s++) {
-            r[s] = exp_nonpos(r[s] - mx);
-            sum += r[s];
-        }
-        m[g] = mx;
-        l[g] = sum;
-    }
+    softmax_part(sc, n, G, m, l);
     memset(out, 0, (size_t)(G * hs) * sizeof(float));
     for (long s = s0; s < s1; s++) {
         float vr[1024];
@@ -404,18 +410,7 @@ T512 static ALWAYS_INLINE void part512_t(const float *q, const void *k, const vo
         }
         for (long g = 0; g < G; g++) sc[g * n + (s - s0)] = _mm512_reduce_add_ps(acc[g]) * scale;
     }
-    for (long g = 0; g < G; g++) {
-        float *r = sc + g * n, mx = -INFINITY, sum = 0.f;
-        #pragma omp simd reduction(max : mx)
-        for (long s = 0; s < n; s++) mx = r[s] > mx ? r[s] : mx;
-        #pragma omp simd reduction(+ : sum)
-        for (long s = 0; s < n; s++) {
-            r[s] = exp_nonpos(r[s] - mx);
-            sum += r[s];
-        }
-        m[g] = mx;
-        l[g] = sum;
-    }
+    softmax_part(sc, n, G, m, l);
     for (long i = 0; i < hs; i += 16) {
         for (long g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
         for (long s = 0; s < n; s++) {
@@ -441,18 +436,7 @@ T256 static ALWAYS_INLINE void part256_t(const float *q, const void *k, const vo
         }
         for (long g = 0; g < G; g++) sc[g * n + (s - s0)] = hsum256(acc[g]) * scale;
     }
-    for (long g = 0; g < G; g++) {
-        float *r = sc + g * n, mx = -INFINITY, sum = 0.f;
-        #pragma omp simd reduction(max : mx)
-        for (long s = 0; s < n; s++) mx = r[s] > mx ? r[s] : mx;
-        #pragma omp simd reduction(+ : sum)
-        for (long s = 0; s < n; s++) {
-            r[s] = exp_nonpos(r[s] - mx);
-            sum += r[s];
-        }
-        m[g] = mx;
-        l[g] = sum;
-    }
+    softmax_part(sc, n, G, m, l);
     for (long i = 0; i < hs; i += 8) {
         for (long g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
         for (long s = 0; s < n; s++) {
@@ -463,39 +447,34 @@ T256 static ALWAYS_INLINE void part256_t(const float *q, const void *k, const vo
     }
 }
 
-#define PART256(NG)                                                                                            \
+/* one instance per group size 1..8 (G a constant in each, so its accumulators stay in registers);
+   0 when this path does not apply (hs not a multiple of the vector width, or more than 8 heads) */
+#define PART_CASE(FN, NG)                                                                                      \
     case NG:                                                                                                   \
-        if (bf16) part256_t(q, k, v, 1, s0, s1, hs, NG, scale, sc, out, m, l);                               \
-        else part256_t(q, k, v, 0, s0, s1, hs, NG, scale, sc, out, m, l);                                     \
+        if (bf16) FN(q, k, v, 1, s0, s1, hs, NG, scale, sc, out, m, l);                                       \
+        else FN(q, k, v, 0, s0, s1, hs, NG, scale, sc, out, m, l);                                             \
         return 1;
+#define PART_DISPATCH(FN, WIDTH)                                                                               \
+    if (hs % WIDTH) return 0;                                                                                  \
+    switch (G) {                                                                                               \
+        PART_CASE(FN, 1) PART_CASE(FN, 2) PART_CASE(FN, 3) PART_CASE(FN, 4)                                    \
+        PART_CASE(FN, 5) PART_CASE(FN, 6) PART_CASE(FN, 7) PART_CASE(FN, 8)                                    \
+    default:                                                                                                   \
+        return 0;                                                                                              \
+    }
 
 T256 static int attend_part256(const float *q, const void *k, const void *v, int bf16, long s0, long s1, long hs,
                                long G, float scale, float *sc, float *out, float *m, float *l) {
-    if (hs % 8) return 0;
-    switch (G) {
-        PART256(1) PART256(2) PART256(3) PART256(4) PART256(5) PART256(6) PART256(7) PART256(8)
-    default:
-        return 0;
-    }
+    PART_DISPATCH(part256_t, 8)
 }
-#undef PART256
-
-#define PART512(NG)                                                                                            \
-    case NG:                                                                                                   \
-        if (bf16) part512_t(q, k, v, 1, s0, s1, hs, NG, scale, sc, out, m, l);                               \
-        else part512_t(q, k, v, 0, s0, s1, hs, NG, scale, sc, out, m, l);                                     \
-        return 1;
 
 T512 static int attend_part512(const float *q, const void *k, const void *v, int bf16, long s0, long s1, long hs,
                                long G, float scale, float *sc, float *out, float *m, float *l) {
-    if (hs % 16) return 0;
-    switch (G) {
-        PART512(1) PART512(2) PART512(3) PART512(4) PART512(5) PART512(6) PART512(7) PART512(8)
-    default:
-        return 0;
-    }
+    PART_DISPATCH(part512_t, 16)
 }
-#undef PART512
+#undef PART_DISPATCH
+#undef PART_CASE
+
 #endif
 
 /* positions s0..s1 for every head: partial outputs po (B*nh, hs), pm, pl (B*nh) */
@@ -527,50 +506,54 @@ static size_t attend_scratch(long nh, long nkv, long hs, long S_cap, int threads
     return (size_t)threads * ((size_t)(nh / nkv) * (size_t)S_cap + (size_t)nh * (size_t)(hs + 2));
 }
 
-static void attend_run(const Attn *a, float *scratch, int threads) {
-    long H = a->B * a->nh, G = a->nh / a->nkv, hs = a->hs;
-    int T = 1;
+/* thread t's part of the scratch: scores (G, S), then po (H, hs), pm (H), pl (H) */
+static float *attend_part_out(const Attn *a, float *scratch, long t) {
+    long H = a->B * a->nh, G = a->nh / a->nkv;
+    return scratch + (size_t)t * ((size_t)G * (size_t)a->S + (size_t)H * (size_t)(a->hs + 2)) + (size_t)G * (size_t)a->S;
+}
+
+/* thread t of nt: its share of the positions, then (after every thread's) its share of the heads merged */
+static void attend_thread(const Attn *a, float *scratch, long t, long nt) {
+    long H = a->B * a->nh, hs = a->hs;
+    float *po = attend_part_out(a, scratch, t);
+    attend_range(a, a->S * t / nt, a->S * (t + 1) / nt, po - (a->nh / a->nkv) * a->S, po, po + H * hs, po + H * hs + H);
 #ifdef _OPENMP
-    if (threads > 1 && a->S >= 32 * threads) T = threads < 64 ? threads : 64;
-#endif
-    size_t per = (size_t)G * (size_t)a->S + (size_t)H * (size_t)(hs + 2);
-    if (T == 1) {
-        float *po = scratch + (size_t)G * (size_t)a->S, *pm = po + H * hs, *pl = pm + H;
-        attend_range(a, 0, a->S, scratch, po, pm, pl);
-        for (long h = 0; h < H; h++)
-            for (long i = 0; i < hs; i++) a->out[h * hs + i] = po[h * hs + i] / pl[h];
-        return;
-    }
-#ifdef _OPENMP
-    #pragma omp parallel num_threads(T)
-    {
-        long t = omp_get_thread_num(), nt = omp_get_num_threads();
-        long s0 = a->S * t / nt, s1 = a->S * (t + 1) / nt;
-        float *base = scratch + (size_t)t * per, *po = base + (size_t)G * (size_t)a->S;
-        attend_range(a, s0, s1, base, po, po + H * hs, po + H * hs + H);
+    if (nt > 1) {
         #pragma omp barrier
-        long h0 = H * t / nt, h1 = H * (t + 1) / nt;
-        for (long h = h0; h < h1; h++) {
-            float M = -INFINITY, L = 0.f, w[64];
-            for (long u = 0; u < nt; u++) {
-                float mu = scratch[(size_t)u * per + (size_t)G * (size_t)a->S + (size_t)(H * hs + h)];
-                M = mu > M ? mu : M;
-            }
-            for (long u = 0; u < nt; u++) {
-                const float *pu = scratch + (size_t)u * per + (size_t)G * (size_t)a->S + (size_t)(H * hs);
-                w[u] = expf(pu[h] - M);
-                L += pu[H + h] * w[u];
-            }
-            float *o = a->out + h * hs;
-            for (long i = 0; i < hs; i++) o[i] = 0.f;
-            for (long u = 0; u < nt; u++) {
-                const float *pu = scratch + (size_t)u * per + (size_t)G * (size_t)a->S + (size_t)(h * hs);
-                float wu = w[u] / L;
-                for (long i = 0; i < hs; i++) o[i] += pu[i] * wu;
-            }
+    }
+#endif
+    for (long h = H * t / nt; h < H * (t + 1) / nt; h++) {
+        float M = -INFINITY, L = 0.f, w[64];
+        for (long u = 0; u < nt; u++) {
+            float mu = attend_part_out(a, scratch, u)[H * hs + h];
+            M = mu > M ? mu : M;
+        }
+        for (long u = 0; u < nt; u++) {
+            const float *pu = attend_part_out(a, scratch, u);
+            w[u] = expf(pu[H * hs + h] - M);
+            L += pu[H * hs + H + h] * w[u];
+        }
+        float *o = a->out + h * hs;
+        for (long i = 0; i < hs; i++) o[i] = 0.f;
+        for (long u = 0; u < nt; u++) {
+            const float *pu = attend_part_out(a, scratch, u) + h * hs;
+            float wu = w[u] / L;
+            for (long i = 0; i < hs; i++) o[i] += pu[i] * wu;
         }
     }
+}
+
+static void attend_run(const Attn *a, float *scratch, int threads) {
+#ifdef _OPENMP
+    if (threads > 1 && a->S >= 32 * threads) {
+        #pragma omp parallel num_threads(threads < 64 ? threads : 64)
+        attend_thread(a, scratch, omp_get_thread_num(), omp_get_num_threads());
+        return;
+    }
+#else
+    (void)threads;
 #endif
+    attend_thread(a, scratch, 0, 1);
 }
 
 /* ---- the fused decode step: every layer of one token ------------------------------------------ */
