@@ -259,11 +259,13 @@ def main() -> None:
                 return r
         return None
 
+    def combo(r):
+        return r["model"], r["case"], r["engine"]
+
     def ratios(row, key):  # ours / transformers within each round, then the median over rounds
         out = []
         for rows in rounds:
-            mine = [r for r in rows if (r["model"], r["case"], r["engine"]) == (row["model"], row["case"], row["engine"])]
-            b = baseline(row, rows)
+            mine, b = [r for r in rows if combo(r) == combo(row)], baseline(row, rows)
             if mine and b:
                 out.append(mine[0][key] / b[key])
         return out
@@ -271,27 +273,27 @@ def main() -> None:
     # one row per combination: medians over rounds, every round's figures kept
     rows = []
     for r0 in rounds[0]:
-        same = [r for rs in rounds for r in rs if (r["model"], r["case"], r["engine"]) == (r0["model"], r0["case"], r0["engine"])]
+        same = [r for rs in rounds for r in rs if combo(r) == combo(r0)]
         row = dict(r0, rounds=len(same))
         for k in ("prefill_tok_s", "decode_tok_s", "ttft_s", "read_gb_s"):
             row[k] = statistics.median(r[k] for r in same)
             row[k + "_rounds"] = [r[k] for r in same]
         row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in same)
         if r0["engine"] != "transformers":
-            for k in ("decode_tok_s", "prefill_tok_s"):
-                rr = ratios(r0, k)
-                row[k.split("_")[0] + "_vs_hf_rounds"] = rr
-                row[k.split("_")[0] + "_vs_hf"] = statistics.median(rr) if rr else None
+            for phase in ("decode", "prefill"):
+                rr = ratios(r0, phase + "_tok_s")
+                row[phase + "_vs_hf_rounds"] = rr
+                row[phase + "_vs_hf"] = statistics.median(rr) if rr else None
         rows.append(row)
 
     lines = ["| model | precision | engine | prefill tok/s | decode tok/s | TTFT s | peak RSS MB | weights GB/s in decode "
              "| memory read GB/s | decode vs HF | prefill vs HF |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = (lambda k: f"{r[k.split('_')[0] + '_vs_hf']:.2f}x" if r.get(k.split("_")[0] + "_vs_hf") else "")
+        ratio = (lambda phase: f"{r[phase + '_vs_hf']:.2f}x" if r.get(phase + "_vs_hf") else "")
         lines.append(f"| {r['model']} | {r['case']} | {r['engine']} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
                      f"{r['ttft_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['decode_tok_s'] * r['weight_bytes'] / 1e9:.1f} | "
-                     f"{r['read_gb_s']:.1f} | {ratio('decode_tok_s')} | {ratio('prefill_tok_s')} |")
+                     f"{r['read_gb_s']:.1f} | {ratio('decode')} | {ratio('prefill')} |")
     table = "\n".join(lines)
     print(table)
     meta = {"machine": cpu_name(), "cpu_count": os.cpu_count(),
@@ -299,8 +301,8 @@ def main() -> None:
     out = Path(args.out)
     keep = []
     if out.exists():  # rows of other combinations from earlier runs stay
-        done = {(r["model"], r["case"], r["engine"]) for r in rows}
-        keep = [r for r in json.loads(out.read_text())["rows"] if (r["model"], r["case"], r["engine"]) not in done]
+        done = {combo(r) for r in rows}
+        keep = [r for r in json.loads(out.read_text())["rows"] if combo(r) not in done]
     out.write_text(json.dumps({"meta": meta, "rows": keep + rows}, indent=2) + "\n")
 
 
