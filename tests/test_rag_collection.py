@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astrai_core.rag import Collection, IndexProgress
+from astrai_core.rag import CROSS_RELEVANCE_THRESHOLD, Collection, IndexProgress
 from astrai_core.rag.search import lexical_terms
 
 DOCS = Path(__file__).parent / "fixtures" / "docs"
@@ -255,3 +255,44 @@ def test_kill_during_indexing_keeps_index_and_resumes(tmp_path, docs):
         assert len(report.indexed) + len(done) == 303
         assert all(d.status == "indexed" for d in c.documents())
         assert c.search("topic 5", k=1)
+
+
+def test_chinese_question_finds_the_english_passage_through_the_cross_lingual_ranking(coll, docs, monkeypatch):
+    # Neither the hashing embedder nor BM25 can bridge the languages here (no dictionary either):
+    # only the cross-lingual embedder's ranking can.
+    monkeypatch.setattr("astrai_core.rag.collection.default_lexicon", lambda: None)
+    coll.add([docs / "regex.en.txt", docs / "crazyones.pdf"])
+    hits = coll.search("那些疯狂到以为自己能改变世界的人，才能真正改变世界。", k=5)
+    by_file = {Path(h.file).name: h for h in hits}
+    crazy = by_file["crazyones.pdf"]
+    assert crazy.relevant and crazy.cross >= CROSS_RELEVANCE_THRESHOLD
+    assert all(h.cross < crazy.cross for h in hits if h is not crazy)
+    assert not [h for h in hits if Path(h.file).name == "regex.en.txt" and h.relevant]
+
+
+def test_version_1_collection_is_upgraded_and_gets_cross_lingual_vectors(tmp_path, docs):
+    data = tmp_path / "data"
+    with Collection.open(data, embedder=HashEmbedder()) as c:
+        c.add([docs])
+        fresh = dict(c.db.execute("SELECT id, xvector FROM chunks"))
+        # What a collection written before schema 2 looks like: no xvector column, version 1.
+        c.db.execute("DROP INDEX chunks_xmissing")
+        c.db.execute("ALTER TABLE chunks DROP COLUMN xvector")
+        c._set_meta("schema_version", "1")
+        before = snapshot(c)
+    with Collection.open(data, embedder=HashEmbedder()) as c:
+        assert c._meta("schema_version") == "2" and snapshot(c) == before
+        missing = "SELECT COUNT(*) FROM chunks WHERE xvector IS NULL"
+        assert c.db.execute(missing).fetchone()[0] == len(fresh)
+        cancel = threading.Event()
+        cancel.set()
+        report = c.add([docs], cancel=cancel)  # cancelled while filling: nothing else changes
+        assert {o.status for o in report.outcomes} == {"cancelled"} and snapshot(c) == before
+        hits = c.search("crazy ones misfits", k=3)  # the first search fills the vectors in
+        assert c.db.execute(missing).fetchone()[0] == 0 and snapshot(c) == before
+        assert hits[0].file.endswith("crazyones.pdf") and hits[0].cross > 0
+        for cid, blob in c.db.execute("SELECT id, xvector FROM chunks"):  # same vectors as a fresh add
+            a, b = (np.frombuffer(x, dtype=np.float16).astype(np.float32) for x in (blob, fresh[cid]))
+            assert float(a @ b) > 0.999
+    with Collection.open(data, embedder=HashEmbedder()) as c:
+        assert c._fill_xvectors() == 0 and len(c.add([docs]).unchanged) == 3

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from astrai_core.paths import resource_path
-from astrai_core.rag import Collection, build_grounded_prompt, load_embedder
+from astrai_core.rag import Collection, build_grounded_prompt, load_crosslingual, load_embedder
 
 DOCS = Path(__file__).parent / "fixtures" / "docs"
 
@@ -135,3 +135,16 @@ def test_unknown_precision_is_refused(embedder):
 
     with pytest.raises(ConfigError, match="precision"):
         load_embedder(embedder.path, dtype="float8")
+
+
+def test_crosslingual_embedder_pairs_translations():
+    x = load_crosslingual()
+    en = ["How do I list the files in a directory?", "The weather is sunny and warm today.",
+          "Install a package with apt-get.", "Regular expressions match patterns in text."]
+    zh = ["如何列出目录中的文件？", "今天天气晴朗温暖。", "用 apt-get 安装软件包。", "正则表达式用于匹配文本中的模式。"]
+    E, Z = x.encode(en), x.encode(zh)
+    assert E.shape == (4, x.dim) == (4, 512) and E.dtype == np.float32
+    assert np.allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-4)
+    sims = E @ Z.T
+    assert (sims.argmax(axis=1) == np.arange(4)).all() and (sims.argmax(axis=0) == np.arange(4)).all()
+    assert np.allclose(x.encode_query(zh[0]), Z[0], atol=1e-5) and x.encode([]).shape == (0, 512)

@@ -20,9 +20,11 @@ API contract::
     coll.remove(paths) -> list[str]            # a folder removes every document under it
     coll.documents() -> [DocumentInfo(path, status, pages, chunks, error, notes)]
     coll.search(query, k=5, paths=None) -> [Hit(file, page, score, text, chunk_id, start, end,
-                                                dense, relevant)]
-        # score: fused reciprocal-rank score (ordering); dense: embedding cosine;
-        # relevant: dense >= RELEVANCE_THRESHOLD, or a keyword match once some hit passes it; page from 1; start/end: offsets in the page text
+                                                dense, relevant, cross)]
+        # score: fused reciprocal-rank score of three rankings (embedder, BM25, cross-lingual
+        # embedder); dense / cross: the two embedders' cosines; relevant: dense >= RELEVANCE_THRESHOLD
+        # or cross >= CROSS_RELEVANCE_THRESHOLD, or a keyword match once some hit passes one;
+        # page from 1; start/end: offsets in the page text
     build_grounded_prompt(question, hits, count_tokens, budget, system_prompt=None)
         -> GroundedPrompt(messages=[system, user] (ChatML-ready), sources=[Hit] numbered 1..k, found)
         # hits with relevant=False are dropped; none left -> found=False and a "say it's not in
@@ -34,13 +36,14 @@ Errors are :class:`astrai_core.errors.DocumentError` (``PasswordError`` for encr
 ``ConfigError``; inside ``add`` a failing file becomes a "failed" outcome and the rest goes on.
 """
 
-from astrai_core.rag.collection import (RELEVANCE_THRESHOLD, AddReport, Collection, DocumentInfo, FileOutcome,
-                                        Hit, IndexProgress)
-from astrai_core.rag.embedder import Embedder, load_embedder
+from astrai_core.rag.collection import (CROSS_RELEVANCE_THRESHOLD, RELEVANCE_THRESHOLD, AddReport, Collection,
+                                        DocumentInfo, FileOutcome, Hit, IndexProgress)
+from astrai_core.rag.embedder import CrossLingualEmbedder, Embedder, load_crosslingual, load_embedder
 from astrai_core.rag.loaders import SUPPORTED_SUFFIXES
 from astrai_core.rag.prompt import GroundedPrompt, build_grounded_prompt
 
 __all__ = [
-    "AddReport", "Collection", "DocumentInfo", "Embedder", "FileOutcome", "GroundedPrompt", "Hit", "IndexProgress",
-    "RELEVANCE_THRESHOLD", "SUPPORTED_SUFFIXES", "build_grounded_prompt", "load_embedder",
+    "AddReport", "CROSS_RELEVANCE_THRESHOLD", "Collection", "CrossLingualEmbedder", "DocumentInfo", "Embedder",
+    "FileOutcome", "GroundedPrompt", "Hit", "IndexProgress", "RELEVANCE_THRESHOLD", "SUPPORTED_SUFFIXES",
+    "build_grounded_prompt", "load_crosslingual", "load_embedder",
 ]

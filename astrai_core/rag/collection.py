@@ -5,6 +5,7 @@ Layout under ``<data_dir>/collections/<name>/``::
     index.sqlite   the source of truth; every file is committed in one transaction
     vectors.faiss  a cache of the chunk vectors (rebuilt from SQLite when stale or missing)
     vectors.gen    the SQLite generation the cache was written for
+    xvectors.faiss / xvectors.gen   the same for the cross-lingual vectors (``xvector`` column)
 
 Why SQLite holds the vectors too: one transaction then covers a file's chunks, vectors and BM25
 terms, so killing the process at any moment leaves the previous state; the FAISS file can only
@@ -33,12 +34,17 @@ from astrai_core.rag.chunking import chunk_pages
 from astrai_core.rag.lexicon import default_lexicon
 from astrai_core.rag.search import fts_document, fts_query, query_terms, rrf, select_terms
 
-SCHEMA_VERSION = 1
+# 2: chunks.xvector, the cross-lingual embedder's vector (a version-1 collection is upgraded on
+#    open; its missing vectors are computed from the stored chunk texts before the next search or add).
+SCHEMA_VERSION = 2
 CHUNK_TOKENS = 256
 CHUNK_OVERLAP = 48
 # Cosine (E5, normalised) at or above which a hit counts as relevant. Calibrated on the bilingual
 # debian-reference question set against off-topic questions (benchmarks/RESULTS.md, docs/retrieval.md).
 RELEVANCE_THRESHOLD = 0.80
+# The same for the cross-lingual (USE-m) cosine: the best chunk of on-topic questions scored >= 0.31 in
+# 95% of cases (min 0.21), of off-topic ones at most 0.21 (same calibration set).
+CROSS_RELEVANCE_THRESHOLD = 0.25
 _NAME_RE = re.compile(r"^[\w.-]{1,64}$", re.UNICODE)
 
 _SCHEMA = """
@@ -49,7 +55,7 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     page INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, text TEXT NOT NULL,
-    vector BLOB NOT NULL);
+    vector BLOB NOT NULL, xvector BLOB);
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 CREATE TABLE IF NOT EXISTS pending (path TEXT PRIMARY KEY);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
@@ -62,7 +68,7 @@ class Hit:
     """One search result; ``page`` starts at 1, ``start``/``end`` are character offsets in that page's text.
 
     ``score`` is the fused (reciprocal-rank) score used for ordering; ``dense`` the embedding
-    cosine, from which ``relevant`` is decided.
+    cosine and ``cross`` the cross-lingual embedder's, from which ``relevant`` is decided.
     """
 
     file: str
@@ -74,6 +80,7 @@ class Hit:
     end: int
     dense: float = 0.0
     relevant: bool = True
+    cross: float = 0.0
 
     def to_dict(self) -> dict:
         return {"file": self.file, "page": self.page, "score": round(float(self.score), 6), "text": self.text}
@@ -174,6 +181,7 @@ class Collection:
     def __init__(self, folder: Path, embedder=None) -> None:
         self.folder = folder
         self._embedder = embedder
+        self._xready = False  # every chunk has its cross-lingual vector (checked once per open)
         self.db = sqlite3.connect(str(folder / "index.sqlite"), isolation_level=None, check_same_thread=False)
         self._reader: sqlite3.Connection | None = None  # the keyword search's own connection (search())
         self._reader_lock = threading.Lock()
@@ -183,10 +191,13 @@ class Collection:
         version = self._meta("schema_version")
         if version is None:
             self._set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) == 1:
+            self._upgrade_from_1()
         elif int(version) != SCHEMA_VERSION:
             raise ConfigError(f"{folder}: collection schema {version} is not supported (expected {SCHEMA_VERSION})")
-        self._index = None  # faiss index, loaded on first search
-        self._index_gen = -1
+        # Finds the chunks still without a cross-lingual vector at once (upgraded collections only).
+        self.db.execute("CREATE INDEX IF NOT EXISTS chunks_xmissing ON chunks(id) WHERE xvector IS NULL")
+        self._indexes: dict[str, tuple[int, object]] = {}  # column -> (generation, faiss index)
 
     # ---- opening ------------------------------------------------------------------------------
     @staticmethod
@@ -218,6 +229,50 @@ class Collection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _upgrade_from_1(self) -> None:
+        """Schema 1 -> 2 in one transaction: the ``xvector`` column (filled by :meth:`_fill_xvectors`)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if "xvector" not in {r[1] for r in self.db.execute("PRAGMA table_info(chunks)")}:
+                self.db.execute("ALTER TABLE chunks ADD COLUMN xvector BLOB")
+            self._set_meta("schema_version", str(SCHEMA_VERSION))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _fill_xvectors(self, cancel: threading.Event | None = None, batch: int = 256) -> int:
+        """Compute the cross-lingual vectors a version-1 collection lacks, from the stored chunk
+        texts, committing each batch (an interrupted fill resumes where it stopped). Returns how many."""
+        if self._xready:
+            return 0
+        done = 0
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled()
+            rows = self.db.execute("SELECT id, text FROM chunks WHERE xvector IS NULL LIMIT ?", (batch,)).fetchall()
+            if not rows:
+                break
+            vecs = self.crosslingual.encode([r[1] for r in rows]).astype(np.float16)
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany("UPDATE chunks SET xvector=? WHERE id=?",
+                                    [(v.tobytes(), r[0]) for r, v in zip(rows, vecs)])
+                self._bump_generation()
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            done += len(rows)
+        self._xready = True
+        return done
+
+    @property
+    def crosslingual(self):
+        from astrai_core.rag.embedder import load_crosslingual
+
+        return load_crosslingual()
 
     @property
     def embedder(self):
@@ -307,6 +362,12 @@ class Collection:
         state = {"pages": 0, "chunks": 0, "t0": time.monotonic(), "bytes_done": 0, "total_bytes": sum(sizes)}
         changed = False
         try:
+            if files:  # an upgraded collection first gets the vectors it lacks (resumable, cancellable)
+                try:
+                    changed = self._fill_xvectors(cancel) > 0
+                except _Cancelled:
+                    report.outcomes += [FileOutcome(str(g), "cancelled") for g in files]
+                    return report
             for i, f in enumerate(files):
                 if cancel is not None and cancel.is_set():
                     report.outcomes += [FileOutcome(str(g), "cancelled") for g in files[i:]]
@@ -372,12 +433,15 @@ class Collection:
         # almost no padding is computed (in document order 17% of the embedded tokens were padding).
         order = np.argsort(self.embedder.count_tokens([c.text for c in chunks]), kind="stable")
         vecs = np.empty((len(chunks), self.embedder.dim), dtype=np.float16)
+        xvecs = np.empty((len(chunks), self.crosslingual.dim), dtype=np.float16)
         step = 64
         for s in range(0, len(chunks), step):
             if cancel is not None and cancel.is_set():
                 raise _Cancelled()
             part = order[s:s + step]
-            vecs[part] = self.embedder.encode([chunks[i].text for i in part], kind="passage")
+            texts = [chunks[i].text for i in part]
+            vecs[part] = self.embedder.encode(texts, kind="passage")
+            xvecs[part] = self.crosslingual.encode(texts)
             tick(0.1 + 0.85 * min(1.0, (s + step) / len(chunks)))
         after = _stat(f)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
@@ -392,9 +456,10 @@ class Collection:
                 "INSERT INTO documents(path, sha256, size, pages, chunks, notes, added) VALUES(?,?,?,?,?,?,?)",
                 (str(f), digest, before.st_size, len(doc.pages), len(chunks), notes, time.time()))
             doc_id = cur.lastrowid
-            for c, v in zip(chunks, vecs):
-                cid = self.db.execute("INSERT INTO chunks(doc_id, page, start, end, text, vector) VALUES(?,?,?,?,?,?)",
-                                      (doc_id, c.page, c.start, c.end, c.text, v.tobytes())).lastrowid
+            for c, v, xv in zip(chunks, vecs, xvecs):
+                cid = self.db.execute(
+                    "INSERT INTO chunks(doc_id, page, start, end, text, vector, xvector) VALUES(?,?,?,?,?,?,?)",
+                    (doc_id, c.page, c.start, c.end, c.text, v.tobytes(), xv.tobytes())).lastrowid
                 self.db.execute("INSERT INTO fts(rowid, terms) VALUES(?, ?)", (cid, fts_document(c.text)))
             self._clear_pending(f)
             self._bump_generation()
@@ -407,14 +472,19 @@ class Collection:
         return FileOutcome(str(f), "indexed", notes, len(doc.pages), len(chunks))
 
     # ---- vectors ------------------------------------------------------------------------------
-    def _load_index(self):
-        """The FAISS index for the current generation: from the cache file, else rebuilt from SQLite."""
+    _CACHES = {"vector": "vectors", "xvector": "xvectors"}  # column -> cache file stem
+
+    def _load_index(self, column: str = "vector"):
+        """The FAISS index of ``column`` for the current generation: from its cache file, else rebuilt
+        from SQLite."""
         import faiss
 
         gen = self._generation()
-        if self._index is not None and self._index_gen == gen:
-            return self._index
-        cache, gen_file = self.folder / "vectors.faiss", self.folder / "vectors.gen"
+        held = self._indexes.get(column)
+        if held is not None and held[0] == gen:
+            return held[1]
+        stem = self._CACHES[column]
+        cache, gen_file = self.folder / f"{stem}.faiss", self.folder / f"{stem}.gen"
         index = None
         try:
             if cache.is_file() and gen_file.read_text().strip() == str(gen):
@@ -424,15 +494,20 @@ class Collection:
         except (OSError, RuntimeError, ValueError, AttributeError):
             index = None  # a damaged cache is rebuilt
         if index is None:
-            index = self._build_index()
-        self._index, self._index_gen = index, gen
+            index = self._build_index(column)
+        self._indexes[column] = (gen, index)
         return index
 
-    def _build_index(self):
+    def _build_index(self, column: str):
         import faiss
 
-        rows = self.db.execute("SELECT id, vector FROM chunks").fetchall()
-        dim = len(rows[0][1]) // 2 if rows else (self._embedder.dim if self._embedder is not None else 384)
+        rows = self.db.execute(f"SELECT id, {column} FROM chunks WHERE {column} IS NOT NULL").fetchall()
+        if rows:
+            dim = len(rows[0][1]) // 2
+        elif column == "xvector":
+            dim = self.crosslingual.dim
+        else:
+            dim = self._embedder.dim if self._embedder is not None else 384
         # Exact inner product over float16 codes: the vectors are stored as float16 anyway, so this
         # ranks exactly like a float32 flat index while scanning half the bytes (2x faster at 100k).
         index = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
@@ -444,30 +519,33 @@ class Collection:
         return index
 
     def _save_index_cache(self) -> None:
-        """Write the FAISS cache atomically (temp + replace), then the generation it belongs to."""
+        """Write each FAISS cache atomically (temp + replace), then the generation it belongs to."""
         import faiss
 
-        self._index = None
-        index = self._load_index()
-        gen = self._index_gen
-        cache, gen_file = self.folder / "vectors.faiss", self.folder / "vectors.gen"
-        tmp = cache.with_suffix(".faiss.tmp")
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, cache)
-        tmp_gen = gen_file.with_suffix(".gen.tmp")
-        tmp_gen.write_text(str(gen))
-        os.replace(tmp_gen, gen_file)
+        self._indexes.clear()
+        for column, stem in self._CACHES.items():
+            index = self._load_index(column)
+            gen = self._indexes[column][0]
+            cache, gen_file = self.folder / f"{stem}.faiss", self.folder / f"{stem}.gen"
+            tmp = cache.with_suffix(".faiss.tmp")
+            faiss.write_index(index, str(tmp))
+            os.replace(tmp, cache)
+            tmp_gen = gen_file.with_suffix(".gen.tmp")
+            tmp_gen.write_text(str(gen))
+            os.replace(tmp_gen, gen_file)
 
     # ---- search -------------------------------------------------------------------------------
     def search(self, query: str, k: int = 5, paths: Sequence[str | os.PathLike[str]] | None = None,
                candidates: int = 50) -> list[Hit]:
-        """Hybrid search: dense (FAISS inner product) and BM25 (FTS5) fused by reciprocal rank.
+        """Hybrid search: three rankings fused by reciprocal rank — the main embedder (FAISS inner
+        product), BM25 (FTS5), and the cross-lingual embedder (:class:`CrossLingualEmbedder`).
 
         The BM25 query is the question plus its dictionary translation (:mod:`lexicon`), so a
         Chinese question also matches English passages by keyword and the reverse.
 
-        ``paths`` limits the search to those documents. Each hit carries its dense cosine and
-        ``relevant``: cosine >= RELEVANCE_THRESHOLD, or a keyword match when some hit passes it.
+        ``paths`` limits the search to those documents. Each hit carries both cosines and
+        ``relevant``: a cosine at its threshold (RELEVANCE_THRESHOLD, CROSS_RELEVANCE_THRESHOLD), or a
+        keyword match when some hit passes one.
         """
         if not query.strip() or k <= 0:
             return []
@@ -482,35 +560,41 @@ class Collection:
         if not self.db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone():
             return []
         self._check_embedder()
+        if self._fill_xvectors():  # an upgraded collection's first search
+            self._save_index_cache()
         # The keyword search runs in SQLite (which releases the GIL) while the query is embedded.
         keyword_search = _search_pool().submit(self._keyword_ids, query, n, doc_ids)
         qv = self.embedder.encode_query(query, threads=1).astype(np.float32)
-        dense = self._dense_ids(qv, n, doc_ids)
+        qx = self.crosslingual.encode_query(query)
+        dense = self._dense_ids("vector", qv, n, doc_ids)
+        cross = self._dense_ids("xvector", qx, n, doc_ids)
         lexical = keyword_search.result()
-        fused = rrf([dense, lexical])
+        fused = rrf([dense, lexical, cross])
         top = sorted(fused, key=lambda cid: -fused[cid])[:k]
         if not top:
             return []
         rows = {r[0]: r for r in self.db.execute(
-            "SELECT c.id, d.path, c.page, c.text, c.start, c.end, c.vector FROM chunks c JOIN documents d "
+            "SELECT c.id, d.path, c.page, c.text, c.start, c.end, c.vector, c.xvector FROM chunks c JOIN documents d "
             f"ON d.id = c.doc_id WHERE c.id IN ({','.join('?' * len(top))})", top)}
         cos = {cid: float(np.frombuffer(rows[cid][6], dtype=np.float16).astype(np.float32) @ qv) for cid in top}
-        # The dense score decides whether the collection is on topic at all; once it is, a passage
-        # the keyword search also found counts too (a translated keyword match often ranks the
-        # right passage above one that is merely closer in embedding space).
-        on_topic = max(cos.values()) >= RELEVANCE_THRESHOLD
+        xcos = {cid: float(np.frombuffer(rows[cid][7], dtype=np.float16).astype(np.float32) @ qx) for cid in top}
+        # The embedders' scores decide whether the collection is on topic at all; once it is, a
+        # passage the keyword search also found counts too (a translated keyword match often ranks
+        # the right passage above one that is merely closer in embedding space).
+        close = {cid for cid in top if cos[cid] >= RELEVANCE_THRESHOLD or xcos[cid] >= CROSS_RELEVANCE_THRESHOLD}
         keyword = set(lexical)
         return [Hit(rows[cid][1], rows[cid][2], fused[cid], rows[cid][3], cid, rows[cid][4], rows[cid][5], cos[cid],
-                    cos[cid] >= RELEVANCE_THRESHOLD or (on_topic and cid in keyword)) for cid in top]
+                    cid in close or (bool(close) and cid in keyword), xcos[cid]) for cid in top]
 
-    def _dense_ids(self, qv: np.ndarray, n: int, doc_ids: list[int] | None) -> list[int]:
+    def _dense_ids(self, column: str, qv: np.ndarray, n: int, doc_ids: list[int] | None) -> list[int]:
+        """Chunk ids by inner product of ``column``'s vectors with ``qv``, best first."""
         if doc_ids is not None:  # a few chosen documents: exact scores over just their chunks
-            rows = self.db.execute(f"SELECT id, vector FROM chunks WHERE doc_id IN ({','.join('?' * len(doc_ids))})",
-                                   doc_ids).fetchall()
+            rows = self.db.execute(f"SELECT id, {column} FROM chunks WHERE doc_id IN "
+                                   f"({','.join('?' * len(doc_ids))})", doc_ids).fetchall()
             vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), -1)
             order = np.argsort(-(vecs.astype(np.float32) @ qv))[:n]
             return [rows[i][0] for i in order]
-        index = self._load_index()
+        index = self._load_index(column)
         _, ids = index.search(qv[None, :], min(n, index.ntotal))
         return [int(i) for i in ids[0] if i >= 0]
 
