@@ -181,3 +181,17 @@ def test_metrics_against_hand_checked_values():
     text = ("LibreOffice help paragraph number %d explains a menu command. " * 3 + "\n") * 40
     held = b"".join(("LibreOffice help paragraph number %d explains a menu command.\n" % i).encode() for i in range(50))
     assert xz_bits_per_byte(held, text.encode()) < xz_bits_per_byte(held)
+
+
+def test_no_question_about_a_heading_many_documents_share():
+    docs = [{"id": f"manpages:man1/t{i}.1", "lang": "en", "title": f"t{i}", "group": f"g{i}", "summary": "",
+             "sections": [["NOTES", "Shared heading text that is long enough to ask about."],
+                          [f"Option -{i}", f"Option {i} does a particular thing in tool number {i}."]]}
+            for i in range(3)]
+    common = tasks.common_headings(docs)
+    assert "notes" in common and "option -0" not in common  # casefolded; a heading of one document stays
+    rng = random.Random(0)
+    asked = [i.question for d in docs for i in tasks.qa_items(d, rng, 400, 2, common)]
+    assert len(asked) == 3 and not any("NOTES" in q for q in asked)
+    rng = random.Random(0)
+    assert any("NOTES" in i.question for d in docs for i in tasks.qa_items(d, rng, 400, 2))

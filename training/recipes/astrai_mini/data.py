@@ -107,10 +107,13 @@ def _take(texts: list[str], cap: int) -> str:
 
 def _qa_pool(corpus: Path, split: str, cfg: DataConfig, rng: random.Random) -> list[tasks.QAItem]:
     docs = [rec for _, rec in iter_kind(corpus, "docs", split)]
+    # Heading frequencies over both splits: the held-out split alone is too small to tell a generic
+    # heading from a rare one.
+    common = tasks.common_headings(rec for _, rec in iter_kind(corpus, "docs"))
     rng.shuffle(docs)
     items: list[tasks.QAItem] = []
     for rec in docs[:cfg.sft_max_docs]:
-        items += tasks.qa_items(rec, rng, cfg.passage_chars, cfg.sft_qa_per_doc)
+        items += tasks.qa_items(rec, rng, cfg.passage_chars, cfg.sft_qa_per_doc, common)
     return items
 
 

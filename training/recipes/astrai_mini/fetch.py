@@ -47,8 +47,12 @@ def fetch(src: Source, archive_dir: Path) -> Path:
         raise CorpusError(f"source {src.name}: unknown kind {src.kind!r}")
     proc = subprocess.run(cmd, cwd=archive_dir, capture_output=True, text=True)
     if proc.returncode != 0 or not path.is_file():
+        hint = ""
+        if src.kind == "deb" and "was not found" in proc.stderr:
+            # A fresh machine's package lists can predate the pinned (security) update.
+            hint = " (if the package lists are old, run `apt-get update` and try again)"
         raise CorpusError(f"source {src.name}: `{' '.join(cmd)}` failed in {archive_dir} "
-                          f"(exit {proc.returncode}): {proc.stderr.strip()[-400:]}")
+                          f"(exit {proc.returncode}): {proc.stderr.strip()[-400:]}{hint}")
     verify(src, path)
     return path
 
