@@ -71,30 +71,29 @@ def index_pdf(data_dir: Path, name: str, pdf: Path, embedder) -> dict:
 
 
 def quality(data_dir: Path, embedder, questions: dict, k: int = 5) -> dict:
-    """recall@k and MRR for each (question language -> document language) pair."""
+    """recall@k and MRR for each (question language -> document language) pair, and the calibration of
+    the relevance thresholds: the best cosine of each embedder for on-topic vs off-topic questions."""
     out = {}
     colls = {lang: Collection.open(data_dir, f"dr-{lang}", embedder=embedder) for lang in ("en", "zh")}
+    on_topic = []  # every search of a benchmark question, each question/document language pair
     for qlang in ("en", "zh"):
         for dlang in ("en", "zh"):
             recall, rr = [], []
             for item in questions["questions"]:
                 hits = colls[dlang].search(item[qlang], k=k)
+                on_topic.append(hits)
                 ranks = [i for i, h in enumerate(hits, 1) if any(key in h.text for key in item["keys"])]
                 recall.append(1.0 if ranks else 0.0)
                 rr.append(1.0 / ranks[0] if ranks else 0.0)
             out[f"{qlang}->{dlang}"] = {"recall@5": round(float(np.mean(recall)), 3), "mrr": round(float(np.mean(rr)), 3)}
-    # relevance threshold calibration: best dense cosine of on-topic vs off-topic questions
-    on = [max((h.dense for h in colls[d].search(item[q], k=k)), default=0.0)
-          for item in questions["questions"] for q in ("en", "zh") for d in ("en", "zh")]
-    off = [max((h.dense for h in colls[d].search(q, k=k)), default=0.0)
-           for q in questions["off_topic"] for d in ("en", "zh")]
+    off_topic = [colls[d].search(q, k=k) for q in questions["off_topic"] for d in ("en", "zh")]
+    on = [max((h.dense for h in hs), default=0.0) for hs in on_topic]
+    off = [max((h.dense for h in hs), default=0.0) for hs in off_topic]
     out["top_dense_on_topic"] = {"min": round(min(on), 3), "p10": round(float(np.percentile(on, 10)), 3),
                                  "median": round(float(np.median(on)), 3)}
     out["top_dense_off_topic"] = {"max": round(max(off), 3), "median": round(float(np.median(off)), 3)}
-    # the same for the cross-lingual embedder's cosine, and how often a search keeps no hit at all
-    for name, queries in (("on_topic", [item[q] for item in questions["questions"] for q in ("en", "zh")]),
-                          ("off_topic", list(questions["off_topic"]))):
-        hits = [colls[d].search(q, k=k) for q in queries for d in ("en", "zh")]
+    # the same for the cross-lingual embedder's cosine, and how often a search keeps a relevant hit
+    for name, hits in (("on_topic", on_topic), ("off_topic", off_topic)):
         best = [max((h.cross for h in hs), default=0.0) for hs in hits]
         out[f"top_cross_{name}"] = {"min": round(min(best), 3), "p5": round(float(np.percentile(best, 5)), 3),
                                     "median": round(float(np.median(best)), 3), "max": round(max(best), 3)}

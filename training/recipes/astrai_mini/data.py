@@ -105,11 +105,9 @@ def _take(texts: list[str], cap: int) -> str:
     return "\n\n".join(parts)
 
 
-def _qa_pool(corpus: Path, split: str, cfg: DataConfig, rng: random.Random) -> list[tasks.QAItem]:
+def _qa_pool(corpus: Path, split: str, cfg: DataConfig, rng: random.Random,
+             common: frozenset[str]) -> list[tasks.QAItem]:
     docs = [rec for _, rec in iter_kind(corpus, "docs", split)]
-    # Heading frequencies over both splits: the held-out split alone is too small to tell a generic
-    # heading from a rare one.
-    common = tasks.common_headings(rec for _, rec in iter_kind(corpus, "docs"))
     rng.shuffle(docs)
     items: list[tasks.QAItem] = []
     for rec in docs[:cfg.sft_max_docs]:
@@ -121,9 +119,12 @@ def build_chat(corpus: Path, out: Path, cfg: DataConfig, count_tokens: tasks.Cou
     """SFT conversations, DPO pairs and the held-out evaluation sets; returns counts per task."""
     stats: dict[str, int] = {}
     translations = tasks.translation_index(rec for _, rec in iter_kind(corpus, "pairs"))
+    # Heading frequencies over both splits: the held-out split alone is too small to tell a generic
+    # heading from a rare one.
+    common = tasks.common_headings(rec for _, rec in iter_kind(corpus, "docs"))
     for split in ("train", "held"):
         rng = random.Random(f"{seed}:{split}")
-        items = _qa_pool(corpus, split, cfg, rng)
+        items = _qa_pool(corpus, split, cfg, rng, common)
         # Distractors come from the same split, so no held-out passage leaks into training prompts.
         grounded = tasks.build_grounded(items, items, rng, count_tokens, cfg.prompt_budget,
                                         cfg.refusal_fraction, cfg.max_sources)
