@@ -392,60 +392,39 @@ CLONES static void attend_part(const float *q, const void *k, const void *v, int
 }
 
 #if HAVE_X86
-/* The same with AVX-512 intrinsics, for hs a multiple of 16 and G <= 8 heads per group (G a constant
-   in each instance, so the G accumulators stay in registers): scores one position at a time, the
-   weighted sum of values 16 lanes of hs at a time over all positions. */
-
-T512 static ALWAYS_INLINE void part512_t(const float *q, const void *k, const void *v,
-                                                                 int bf16, long s0, long s1, long hs, const long G,
-                                                                 float scale, float *sc, float *out, float *m,
-                                                                 float *l) {
-    long n = s1 - s0;
-    __m512 acc[8];
-    for (long s = s0; s < s1; s++) {
-        for (long g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
-        for (long i = 0; i < hs; i += 16) {
-            __m512 kv = load16(k, s * hs + i, bf16);
-            for (long g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(q + g * hs + i), acc[g]);
-        }
-        for (long g = 0; g < G; g++) sc[g * n + (s - s0)] = _mm512_reduce_add_ps(acc[g]) * scale;
+/* The same with vector intrinsics, for hs a multiple of the vector width W and G <= 8 heads per group
+   (G a constant in each instance, so the G accumulators stay in registers): scores one position at a
+   time, the weighted sum of values W lanes of hs at a time over all positions. One body, instantiated
+   for AVX-512 (16 lanes) and AVX2 (8 lanes; most laptops without AVX-512 take that path). */
+#define PART_KERNEL(NAME, TARGET, VEC, W, LOAD, ZERO, FMA, LOADU, SET1, STORE, RSUM)                           \
+    TARGET static ALWAYS_INLINE void NAME(const float *q, const void *k, const void *v, int bf16, long s0,     \
+                                          long s1, long hs, const long G, float scale, float *sc, float *out,  \
+                                          float *m, float *l) {                                                \
+        long n = s1 - s0;                                                                                      \
+        VEC acc[8];                                                                                            \
+        for (long s = s0; s < s1; s++) {                                                                       \
+            for (long g = 0; g < G; g++) acc[g] = ZERO();                                                      \
+            for (long i = 0; i < hs; i += W) {                                                                 \
+                VEC kv = LOAD(k, s * hs + i, bf16);                                                            \
+                for (long g = 0; g < G; g++) acc[g] = FMA(kv, LOADU(q + g * hs + i), acc[g]);                  \
+            }                                                                                                  \
+            for (long g = 0; g < G; g++) sc[g * n + (s - s0)] = RSUM(acc[g]) * scale;                          \
+        }                                                                                                      \
+        softmax_part(sc, n, G, m, l);                                                                          \
+        for (long i = 0; i < hs; i += W) {                                                                     \
+            for (long g = 0; g < G; g++) acc[g] = ZERO();                                                      \
+            for (long s = 0; s < n; s++) {                                                                     \
+                VEC vv = LOAD(v, (s0 + s) * hs + i, bf16);                                                     \
+                for (long g = 0; g < G; g++) acc[g] = FMA(SET1(sc[g * n + s]), vv, acc[g]);                    \
+            }                                                                                                  \
+            for (long g = 0; g < G; g++) STORE(out + g * hs + i, acc[g]);                                      \
+        }                                                                                                      \
     }
-    softmax_part(sc, n, G, m, l);
-    for (long i = 0; i < hs; i += 16) {
-        for (long g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
-        for (long s = 0; s < n; s++) {
-            __m512 vv = load16(v, (s0 + s) * hs + i, bf16);
-            for (long g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(sc[g * n + s]), vv, acc[g]);
-        }
-        for (long g = 0; g < G; g++) _mm512_storeu_ps(out + g * hs + i, acc[g]);
-    }
-}
-
-/* The AVX2 twin (8 lanes): most laptops without AVX-512 take this path */
-T256 static ALWAYS_INLINE void part256_t(const float *q, const void *k, const void *v,
-                                                                 int bf16, long s0, long s1, long hs, const long G,
-                                                                 float scale, float *sc, float *out, float *m,
-                                                                 float *l) {
-    long n = s1 - s0;
-    __m256 acc[8];
-    for (long s = s0; s < s1; s++) {
-        for (long g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
-        for (long i = 0; i < hs; i += 8) {
-            __m256 kv = load8(k, s * hs + i, bf16);
-            for (long g = 0; g < G; g++) acc[g] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + g * hs + i), acc[g]);
-        }
-        for (long g = 0; g < G; g++) sc[g * n + (s - s0)] = hsum256(acc[g]) * scale;
-    }
-    softmax_part(sc, n, G, m, l);
-    for (long i = 0; i < hs; i += 8) {
-        for (long g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
-        for (long s = 0; s < n; s++) {
-            __m256 vv = load8(v, (s0 + s) * hs + i, bf16);
-            for (long g = 0; g < G; g++) acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(sc[g * n + s]), vv, acc[g]);
-        }
-        for (long g = 0; g < G; g++) _mm256_storeu_ps(out + g * hs + i, acc[g]);
-    }
-}
+PART_KERNEL(part512_t, T512, __m512, 16, load16, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+            _mm512_set1_ps, _mm512_storeu_ps, _mm512_reduce_add_ps)
+PART_KERNEL(part256_t, T256, __m256, 8, load8, _mm256_setzero_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
+            _mm256_set1_ps, _mm256_storeu_ps, hsum256)
+#undef PART_KERNEL
 
 /* one instance per group size 1..8 (G a constant in each, so its accumulators stay in registers);
    0 when this path does not apply (hs not a multiple of the vector width, or more than 8 heads) */
