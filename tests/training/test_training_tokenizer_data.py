@@ -109,6 +109,24 @@ def test_sft_dataset_skips_prompts_longer_than_window(tmp_path, tokenizer, corpo
     assert tokenizer.decode(item["input_ids"][item["loss_mask"].bool()].tolist()) == "你好<|im_end|>"
 
 
+def test_sft_replay_text_is_trained_on_every_token(tmp_path, tokenizer):
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "你好"}]}
+    replay = {"text": "plain 文本 for replay"}
+    src = tmp_path / "s.jsonl"
+    src.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in (chat, replay)) + "\n", encoding="utf-8")
+    st = prepare("sft", [src], tokenizer, tmp_path / "st", show_progress=False)
+    ds = SFTDataset(st, seq_len=64)
+    item = ds[1]
+    # encoded exactly like a PT document (text then <|endoftext|>) and every token is a target
+    assert item["input_ids"].tolist() == tokenizer.encode(replay["text"]) + [0]
+    assert item["loss_mask"].all()
+    assert st.meta["trained_tokens"] == int(ds[0]["loss_mask"].sum()) + len(item["loss_mask"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": 5}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="record 1.*'messages' list"):
+        prepare("sft", [bad], tokenizer, tmp_path / "st2", show_progress=False)
+
+
 def test_pair_dataset_masks_only_completion(stores, tokenizer):
     ds = PairDataset(TokenStore(stores["dpo"]), seq_len=64)
     item = ds[0]

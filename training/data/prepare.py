@@ -111,12 +111,18 @@ def prepare(kind: str, inputs: Iterable[str | os.PathLike[str]], tokenizer: Toke
                         n_tokens += flush_pt()
                 elif kind == "sft":
                     msgs = rec.get("messages")
-                    if not isinstance(msgs, list) or not msgs:
-                        raise DataError(f"{where}: expected a non-empty 'messages' list")
-                    try:
-                        ids, mask = encode_conversation(tokenizer, msgs)
-                    except DataError as exc:
-                        raise DataError(f"{where}: {exc}") from None
+                    if isinstance(rec.get("text"), str) and msgs is None:
+                        # Replay: plain text trained on every token, so fine-tuning keeps the
+                        # language model it started from (see docs/training.md).
+                        ids = tokenizer.tok.encode(rec["text"], add_special_tokens=False).ids + eot
+                        mask = [1] * len(ids)
+                    elif not isinstance(msgs, list) or not msgs:
+                        raise DataError(f"{where}: expected a non-empty 'messages' list (or a 'text' string)")
+                    else:
+                        try:
+                            ids, mask = encode_conversation(tokenizer, msgs)
+                        except DataError as exc:
+                            raise DataError(f"{where}: {exc}") from None
                     writer.append_seq("tokens", ids)
                     writer.append("loss_mask", mask)
                     n_tokens += len(ids)
