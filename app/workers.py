@@ -179,10 +179,14 @@ def load_model_job(model_path: Path, settings: AppSettings) -> Generator[Progres
 
 def load_embedder_job(name: str) -> Generator[Progress, None, Any]:
     """Load the retrieval embedder (``""`` = the bundled one)."""
-    from astrai_core.rag import load_embedder
+    from astrai_core.rag import load_crosslingual, load_embedder
 
     yield Progress("embedder", None)
-    return load_embedder(name or None)
+    embedder = load_embedder(name or None)
+    # here, off the GUI thread, rather than inside the first question's search
+    embedder.warm_up()
+    load_crosslingual()
+    return embedder
 
 
 def open_collection(data_dir: Path, embedder: Any) -> Any:

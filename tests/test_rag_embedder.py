@@ -152,6 +152,7 @@ def test_traced_query_encoder_matches_the_model(embedder):
     its vectors are the eager model's, for short, long and over-length queries."""
     queries = ["grep", "如何设置静态 IP 地址？", "How do I list the files that a Debian package installed? " * 3,
                "word " * 1000]
+    embedder.warm_up()
     assert embedder._query_encoder() is not None
     fast = np.stack([embedder.encode_query(q) for q in queries])
     eager = embedder.encode(queries, kind="query")

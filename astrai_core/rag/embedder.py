@@ -98,6 +98,10 @@ class Embedder:
                 return traced(self._query_prompt_text + text)
             return self.encode([text], kind="query")[0]
 
+    def warm_up(self) -> None:
+        """Build the query encoder now (a second or two) instead of in the first search."""
+        self._query_encoder()
+
     @property
     def _query_prompt_text(self) -> str:
         return (getattr(self.model, "prompts", {}) or {}).get(self._query_prompt, "") if self._query_prompt else ""

@@ -18,6 +18,10 @@ def test_reproduce_smoke_end_to_end_and_resume(tmp_path):
     logs: list[str] = []
     results = Recipe(cfg, logs.append).run()
     assert list(results) == list(STEPS)
+    # replay windows of PT text are in the SFT set, trained on every token
+    assert results["chat"]["result"]["train_replay"] == 50
+    sft = [json.loads(line) for line in (tmp_path / "work" / "data" / "sft_train.jsonl").read_text().splitlines()]
+    assert sum("text" in r for r in sft) == 50 and all(0 < len(r["text"]) <= 1500 for r in sft if "text" in r)
 
     for stage in ("pt", "sft", "dpo"):
         folder = tmp_path / "models" / f"astrai-smoke-{stage}"
