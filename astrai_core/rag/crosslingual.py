@@ -74,9 +74,11 @@ class CrossLingualEmbedder:
         self._lock = threading.Lock()  # the pure-Python tokenizer keeps no per-call state, the forward none
         mm = torch.bfloat16 if dtype == "mixed" else torch.float32
         with np.load(res / "weights.npz", allow_pickle=False) as z:
-            blocks = np.stack([z[f"q{i + 1}"] for i in range(TABLE_BLOCKS)])  # (17, rows, 512)
-            # row r of the table is row r // 17 of block r % 17
-            self._table = torch.from_numpy(np.ascontiguousarray(blocks.transpose(1, 0, 2)).reshape(-1, self.dim))
+            rows = z["q1"].shape[0]
+            table = np.empty((rows, TABLE_BLOCKS, self.dim), dtype=np.uint8)
+            for i in range(TABLE_BLOCKS):  # row r of the table is row r // 17 of block r % 17
+                table[:, i] = z[f"q{i + 1}"]
+            self._table = torch.from_numpy(table.reshape(-1, self.dim))
             self._scale = torch.from_numpy(z["scale"].astype(np.float32))
             self._offset = torch.from_numpy(z["lo"].astype(np.float32))
             f32 = lambda k: torch.from_numpy(np.asarray(z[k], dtype=np.float32))  # noqa: E731
