@@ -159,6 +159,18 @@ def test_fused_step_attention_beyond_eight_heads_per_group(level, tok, monkeypat
     assert err < (1e-4 if dtype == "float32" else 0.06), err
 
 
+# head size 64 (SmolLM2's, Llama's): the AVX-512 values pass holds 4 vectors per head, the BF16 dot
+# products take two pairs of 32 lanes, and 100 positions split over two threads leave partial blocks
+GQA64 = ModelConfig(vocab_size=300, hidden_size=384, num_layers=2, num_heads=6, num_kv_heads=2, head_dim=64,
+                    intermediate_size=256, max_position_embeddings=256, rope_theta=10000.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_step_attention_head_size_64(level, tok, monkeypatch, dtype):
+    err = step_vs_model_error(GQA64, tok, monkeypatch, dtype, None, n=100, n_prompt=3, seed=4)
+    assert err < (1e-4 if dtype == "float32" else 0.06), err
+
+
 def test_step_falls_back_outside_its_plan(tok):
     """A cache longer than the engine's context (slots the plan has no scratch for) takes PyTorch's path."""
     eng = Engine(random_loaded(FULL, tok), dtype="float32", max_seq_len=16)
@@ -181,24 +193,43 @@ def test_int4_engine_keeps_pytorch_path(tok):
     assert len(eng.generate([1, 2, 3], GenerationConfig(max_new_tokens=4)).token_ids) == 4
 
 
+@pytest.fixture(scope="module")
+def float_reference(smollm2_gguf):
+    """The real SmolLM2-135M in float32: a chat prompt and its greedy continuation of 128 tokens (made
+    with the kernels; the float32 case below checks that PyTorch's ops choose every one of them too)."""
+    ref = Engine(load_model(smollm2_gguf), dtype="float32", max_seq_len=512)
+    prompt = ref.tokenizer.encode_chat([{"role": "user", "content": "Explain how a bicycle works."}])
+    res = ref.generate(prompt, GenerationConfig(max_new_tokens=128))
+    assert res.completion_tokens == 128
+    return prompt, res.token_ids
+
+
 @pytest.mark.parametrize("dtype,quant", [("float32", None), ("bfloat16", None), ("bfloat16", "int8"),
                                          ("float32", "int8")])
-def test_real_model_same_with_and_without_kernels(smollm2_gguf, monkeypatch, dtype, quant):
-    """On the real SmolLM2-135M: greedy tokens with the kernels equal PyTorch's ops in float32, and
-    where numbers are rounded differently the decode-path argmax agrees on >= 95% of the steps (the
-    issue's bar for int8 against float)."""
+def test_real_model_same_with_and_without_kernels(smollm2_gguf, float_reference, monkeypatch, dtype, quant):
+    """On the real SmolLM2-135M: in float32 the kernels' greedy tokens are PyTorch's; where numbers are
+    rounded (bfloat16 activations, int8 weights) the kernels follow the float32 model as closely as
+    PyTorch's ops at the same precision do: top-1 agreement along the float32 continuation, teacher-forced
+    over 128 steps, wrong on at most 3 steps more than PyTorch's (the rounding order differs, so single
+    steps near a tie may flip either way)."""
+    prompt, ref_ids = float_reference
+    ids = prompt + ref_ids
     fast = Engine(load_model(smollm2_gguf), dtype=dtype, quantize=quant, max_seq_len=512)
     assert fast._step is not None
-    prompt = fast.tokenizer.encode_chat([{"role": "user", "content": "Explain how a bicycle works."}])
-    cfg = GenerationConfig(max_new_tokens=64)
-    res = fast.generate(prompt, cfg)
-    assert res.completion_tokens >= 32
-    ids = prompt + res.token_ids
-    with_kernels = stepwise_logits(fast, ids, len(prompt)).argmax(-1)
-    assert with_kernels.tolist() == res.token_ids  # the teacher-forced run replays the greedy one
+    res = fast.generate(prompt, GenerationConfig(max_new_tokens=32))
+    if dtype == "float32" and quant is None:
+        assert res.token_ids == ref_ids[:32]
+    fast_top1 = stepwise_logits(fast, ids, len(prompt)).argmax(-1)
+    gen_top1 = stepwise_logits(fast, prompt + res.token_ids, len(prompt)).argmax(-1)
+    assert gen_top1.tolist() == res.token_ids  # the teacher-forced run replays the greedy one
     monkeypatch.setattr(kernels, "ENABLED", False)
     slow = Engine(load_model(smollm2_gguf), dtype=dtype, quantize=quant, max_seq_len=512)
+    assert slow._step is None
+    slow_top1 = stepwise_logits(slow, ids, len(prompt)).argmax(-1)
+    want = torch.tensor(ref_ids)
+    fast_wrong = int((fast_top1 != want).sum())
+    slow_wrong = int((slow_top1 != want).sum())
     if dtype == "float32" and quant is None:
-        assert slow.generate(prompt, cfg).token_ids == res.token_ids
-    agree = (stepwise_logits(slow, ids, len(prompt)).argmax(-1) == with_kernels).float().mean().item()
-    assert agree >= 0.95, agree
+        assert fast_wrong == slow_wrong == 0
+    assert fast_wrong <= slow_wrong + 3, (fast_wrong, slow_wrong)
+    assert fast_wrong <= 0.1 * len(ref_ids), fast_wrong

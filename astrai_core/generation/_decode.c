@@ -392,64 +392,147 @@ CLONES static void attend_part(const float *q, const void *k, const void *v, int
 }
 
 #if HAVE_X86
-/* The same with vector intrinsics, for hs a multiple of the vector width W and G <= 8 heads per group
-   (G a constant in each instance, so the G accumulators stay in registers): scores one position at a
-   time, the weighted sum of values W lanes of hs at a time over all positions. One body, instantiated
-   for AVX-512 (16 lanes) and AVX2 (8 lanes; most laptops without AVX-512 take that path). */
-#define PART_KERNEL(NAME, TARGET, VEC, W, LOAD, ZERO, FMA, LOADU, SET1, STORE, RSUM)                           \
-    TARGET static ALWAYS_INLINE void NAME(const float *q, const void *k, const void *v, int bf16, long s0,     \
-                                          long s1, long hs, const long G, float scale, float *sc, float *out,  \
-                                          float *m, float *l) {                                                \
-        long n = s1 - s0;                                                                                      \
-        VEC acc[8];                                                                                            \
-        for (long s = s0; s < s1; s++) {                                                                       \
-            for (long g = 0; g < G; g++) acc[g] = ZERO();                                                      \
-            for (long i = 0; i < hs; i += W) {                                                                 \
-                VEC kv = LOAD(k, s * hs + i, bf16);                                                            \
-                for (long g = 0; g < G; g++) acc[g] = FMA(kv, LOADU(q + g * hs + i), acc[g]);                  \
+/* lane j of the result = the sum of the lanes of p[j]: W horizontal sums as one transpose-and-add tree
+   (45 instructions for 16 sums where 16 separate reductions take ~130) */
+T512 static inline __m512 sums16(const __m512 *p) {
+    __m512 u[8], w[4];
+    for (int i = 0; i < 8; i++)
+        u[i] = _mm512_add_ps(_mm512_unpacklo_ps(p[2 * i], p[2 * i + 1]), _mm512_unpackhi_ps(p[2 * i], p[2 * i + 1]));
+    for (int i = 0; i < 4; i++) { /* per 128-bit lane: the lane's partial sums of rows 4i..4i+3 */
+        __m512d a = _mm512_castps_pd(u[2 * i]), b = _mm512_castps_pd(u[2 * i + 1]);
+        w[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], 0x44), _mm512_shuffle_f32x4(w[0], w[1], 0xEE));
+    __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(w[2], w[3], 0x44), _mm512_shuffle_f32x4(w[2], w[3], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
+}
+
+T256 static inline __m256 sums8(const __m256 *p) {
+    __m256 u[4], w[2];
+    for (int i = 0; i < 4; i++)
+        u[i] = _mm256_add_ps(_mm256_unpacklo_ps(p[2 * i], p[2 * i + 1]), _mm256_unpackhi_ps(p[2 * i], p[2 * i + 1]));
+    for (int i = 0; i < 2; i++) {
+        __m256d a = _mm256_castps_pd(u[2 * i]), b = _mm256_castps_pd(u[2 * i + 1]);
+        w[i] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(a, b)), _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)));
+    }
+    return _mm256_add_ps(_mm256_permute2f128_ps(w[0], w[1], 0x20), _mm256_permute2f128_ps(w[0], w[1], 0x31));
+}
+
+/* Lane-wise partial products of key row `row` with the G queries into p[g][j]: float32 FMAs on the
+   widened key, or (DP) AVX512-BF16 dot products of the bfloat16 key with the bfloat16 query qb; the
+   query is bfloat16-valued whenever the cache is (plan_step rounds it), so both give the same sums
+   up to float32 rounding. */
+#define DOTS_FMA(VEC, W, LOAD, ZERO, FMA, LOADU)                                                               \
+    VEC d[8];                                                                                                  \
+    for (long g = 0; g < G; g++) d[g] = ZERO();                                                                \
+    for (long i = 0; i < hs; i += W) {                                                                         \
+        VEC kv = LOAD(k, row * hs + i, bf16);                                                                  \
+        for (long g = 0; g < G; g++) d[g] = FMA(kv, LOADU(q + g * hs + i), d[g]);                              \
+    }                                                                                                          \
+    for (long g = 0; g < G; g++) p[g][j] = d[g];
+#define DOTS_DP(VEC, W, LOAD, ZERO, FMA, LOADU)                                                                \
+    VEC d[8];                                                                                                  \
+    for (long g = 0; g < G; g++) d[g] = ZERO();                                                                \
+    for (long i = 0; i < hs; i += 32) {                                                                        \
+        __m512bh kv = (__m512bh)_mm512_loadu_si512((const void *)((const uint16_t *)k + row * hs + i));       \
+        for (long g = 0; g < G; g++)                                                                           \
+            d[g] = _mm512_dpbf16_ps(d[g], kv, (__m512bh)_mm512_loadu_si512((const void *)(qb + g * hs + i)));  \
+    }                                                                                                          \
+    for (long g = 0; g < G; g++) p[g][j] = d[g];
+
+/* The same with vector intrinsics, for G <= 8 heads per group (a constant in each instance, so the
+   accumulators stay in registers): scores W positions at a time (every head's partial products, then
+   one sums tree per head), the softmax, then the weighted sum of values in one pass over the positions
+   with CW vectors of hs per head held in registers (CW a constant too; hs a multiple of CW * W).
+   One body, instantiated for AVX-512 (16 lanes; with BF16 dot products for bfloat16 caches where the
+   CPU has them) and AVX2 (8 lanes; most laptops without AVX-512 take that path). */
+#define PART_KERNEL(NAME, TARGET, VEC, W, LOAD, ZERO, FMA, LOADU, SET1, STORE, MUL, SUMS, RSUM, DOTS)            \
+    TARGET static ALWAYS_INLINE void NAME(const float *q, const uint16_t *qb, const void *k, const void *v,      \
+                                          int bf16, long s0, long s1, long hs, const long G, const long CW,    \
+                                          float scale, float *sc, float *out, float *m, float *l) {             \
+        long n = s1 - s0, s = s0;                                                                              \
+        VEC p[8][W], acc[32];                                                                                  \
+        (void)qb;                                                                                              \
+        for (; s + W <= s1; s += W) {                                                                          \
+            for (long j = 0; j < W; j++) {                                                                     \
+                long row = s + j;                                                                              \
+                DOTS(VEC, W, LOAD, ZERO, FMA, LOADU)                                                           \
             }                                                                                                  \
-            for (long g = 0; g < G; g++) sc[g * n + (s - s0)] = RSUM(acc[g]) * scale;                          \
+            for (long g = 0; g < G; g++) STORE(sc + g * n + (s - s0), MUL(SUMS(p[g]), SET1(scale)));           \
+        }                                                                                                      \
+        for (; s < s1; s++) {                                                                                  \
+            long row = s, j = 0;                                                                               \
+            DOTS(VEC, W, LOAD, ZERO, FMA, LOADU)                                                               \
+            for (long g = 0; g < G; g++) sc[g * n + (s - s0)] = RSUM(p[g][0]) * scale;                         \
         }                                                                                                      \
         softmax_part(sc, n, G, m, l);                                                                          \
-        for (long i = 0; i < hs; i += W) {                                                                     \
-            for (long g = 0; g < G; g++) acc[g] = ZERO();                                                      \
-            for (long s = 0; s < n; s++) {                                                                     \
-                VEC vv = LOAD(v, (s0 + s) * hs + i, bf16);                                                     \
-                for (long g = 0; g < G; g++) acc[g] = FMA(SET1(sc[g * n + s]), vv, acc[g]);                    \
+        for (long i0 = 0; i0 < hs; i0 += CW * W) {                                                             \
+            for (long a = 0; a < G * CW; a++) acc[a] = ZERO();                                                 \
+            for (long t = 0; t < n; t++) {                                                                     \
+                VEC vv[4];                                                                                     \
+                for (long c = 0; c < CW; c++) vv[c] = LOAD(v, (s0 + t) * hs + i0 + c * W, bf16);               \
+                for (long g = 0; g < G; g++) {                                                                 \
+                    VEC pg = SET1(sc[g * n + t]);                                                              \
+                    for (long c = 0; c < CW; c++) acc[g * CW + c] = FMA(pg, vv[c], acc[g * CW + c]);           \
+                }                                                                                              \
             }                                                                                                  \
-            for (long g = 0; g < G; g++) STORE(out + g * hs + i, acc[g]);                                      \
+            for (long g = 0; g < G; g++)                                                                       \
+                for (long c = 0; c < CW; c++) STORE(out + g * hs + i0 + c * W, acc[g * CW + c]);              \
         }                                                                                                      \
     }
 PART_KERNEL(part512_t, T512, __m512, 16, load16, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
-            _mm512_set1_ps, _mm512_storeu_ps, _mm512_reduce_add_ps)
+            _mm512_set1_ps, _mm512_storeu_ps, _mm512_mul_ps, sums16, _mm512_reduce_add_ps, DOTS_FMA)
+PART_KERNEL(part512dp_t, T512BF, __m512, 16, load16, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+            _mm512_set1_ps, _mm512_storeu_ps, _mm512_mul_ps, sums16, _mm512_reduce_add_ps, DOTS_DP)
 PART_KERNEL(part256_t, T256, __m256, 8, load8, _mm256_setzero_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
-            _mm256_set1_ps, _mm256_storeu_ps, hsum256)
+            _mm256_set1_ps, _mm256_storeu_ps, _mm256_mul_ps, sums8, hsum256, DOTS_FMA)
 #undef PART_KERNEL
+#undef DOTS_FMA
+#undef DOTS_DP
 
-/* one instance per group size 1..8 (G a constant in each, so its accumulators stay in registers);
-   0 when this path does not apply (hs not a multiple of the vector width, or more than 8 heads) */
-#define PART_CASE(FN, NG)                                                                                      \
-    case NG:                                                                                                   \
-        if (bf16) FN(q, k, v, 1, s0, s1, hs, NG, scale, sc, out, m, l);                                       \
-        else FN(q, k, v, 0, s0, s1, hs, NG, scale, sc, out, m, l);                                             \
-        return 1;
-#define PART_DISPATCH(FN, WIDTH)                                                                               \
+/* One instance per group size 1..8 and per values width: CW vectors of hs per pass where
+   G * CW + CW accumulators and loads fit the registers (R of them) and divide hs, else one.
+   Returns 0 when this path does not apply (hs not a multiple of the vector width, more than 8 heads). */
+#define PART_CASE(FN, NG, R, WIDTH)                                                                            \
+    case NG: {                                                                                                 \
+        const long cw = (NG + 1) * 4 <= R ? 4 : (NG + 1) * 2 <= R ? 2 : 1;                                     \
+        if (hs % (cw * WIDTH)) {                                                                               \
+            if (bf16) FN(q, qb, k, v, 1, s0, s1, hs, NG, 1, scale, sc, out, m, l);                             \
+            else FN(q, qb, k, v, 0, s0, s1, hs, NG, 1, scale, sc, out, m, l);                                  \
+        } else if (bf16) FN(q, qb, k, v, 1, s0, s1, hs, NG, cw, scale, sc, out, m, l);                         \
+        else FN(q, qb, k, v, 0, s0, s1, hs, NG, cw, scale, sc, out, m, l);                                     \
+        return 1;                                                                                              \
+    }
+#define PART_DISPATCH(FN, WIDTH, R)                                                                            \
     if (hs % WIDTH) return 0;                                                                                  \
     switch (G) {                                                                                               \
-        PART_CASE(FN, 1) PART_CASE(FN, 2) PART_CASE(FN, 3) PART_CASE(FN, 4)                                    \
-        PART_CASE(FN, 5) PART_CASE(FN, 6) PART_CASE(FN, 7) PART_CASE(FN, 8)                                    \
+        PART_CASE(FN, 1, R, WIDTH) PART_CASE(FN, 2, R, WIDTH) PART_CASE(FN, 3, R, WIDTH)                       \
+        PART_CASE(FN, 4, R, WIDTH) PART_CASE(FN, 5, R, WIDTH) PART_CASE(FN, 6, R, WIDTH)                       \
+        PART_CASE(FN, 7, R, WIDTH) PART_CASE(FN, 8, R, WIDTH)                                                  \
     default:                                                                                                   \
         return 0;                                                                                              \
     }
 
 T256 static int attend_part256(const float *q, const void *k, const void *v, int bf16, long s0, long s1, long hs,
                                long G, float scale, float *sc, float *out, float *m, float *l) {
-    PART_DISPATCH(part256_t, 8)
+    const uint16_t *qb = NULL;
+    PART_DISPATCH(part256_t, 8, 14)
 }
 
 T512 static int attend_part512(const float *q, const void *k, const void *v, int bf16, long s0, long s1, long hs,
                                long G, float scale, float *sc, float *out, float *m, float *l) {
-    PART_DISPATCH(part512_t, 16)
+    const uint16_t *qb = NULL;
+    PART_DISPATCH(part512_t, 16, 28)
+}
+
+/* bfloat16 cache on AVX512-BF16: the keys meet the query in bfloat16 dot products */
+T512BF static int attend_part512dp(const float *q, const void *k, const void *v, long s0, long s1, long hs, long G,
+                                   float scale, float *sc, float *out, float *m, float *l) {
+    uint16_t qb[8 * 1024];
+    if (hs % 32 || G > 8) return 0;
+    for (long i = 0; i < G * hs; i++) qb[i] = f32_to_bf16(q[i]);
+    const int bf16 = 1;
+    PART_DISPATCH(part512dp_t, 16, 28)
 }
 #undef PART_DISPATCH
 #undef PART_CASE
@@ -466,6 +549,9 @@ static void attend_range(const Attn *a, long s0, long s1, float *sc, float *po, 
             long h = b * a->nh + g * G;
 #if HAVE_X86
             const char *kp = (const char *)a->k + off, *vp = (const char *)a->v + off;
+            if (g_level == 3 && a->bf16 && attend_part512dp(a->q + h * a->hs, kp, vp, s0, s1, a->hs, G, a->scale, sc,
+                                                           po + h * a->hs, pm + h, pl + h))
+                continue;
             if (g_level >= 2 && attend_part512(a->q + h * a->hs, kp, vp, a->bf16, s0, s1, a->hs, G, a->scale, sc,
                                                po + h * a->hs, pm + h, pl + h))
                 continue;
