@@ -162,7 +162,11 @@ def run_ours(args, loaded) -> dict:
         tm = res.timings
         runs.append({"prefill_tok_s": res.prefill_tokens / tm["prefill_s"],
                      "decode_tok_s": (res.completion_tokens - 1) / tm["decode_s"], "ttft_s": tm["ttft_s"]})
-    return {**medians(runs), "peak_rss_mb": peak_rss_mb(), "setup_s": setup_s, "warmup_s": warmup_s,
+    # from an empty context, as llama-bench's default tg128 (and the issue's llama.cpp figures) time it
+    res = engine.generate(prompt_ids(vocab, 1, 99), GenerationConfig(max_new_tokens=args.new_tokens))
+    decode0 = (res.completion_tokens - 1) / res.timings["decode_s"]
+    return {**medians(runs), "decode0_tok_s": decode0, "peak_rss_mb": peak_rss_mb(), "setup_s": setup_s,
+            "warmup_s": warmup_s,
             "activations": str(engine.dtype).replace("torch.", ""), "weights": engine.weights,
             "weight_bytes": nbytes, "read_gb_s": bandwidth,
             "decode_runs": [r["decode_tok_s"] for r in runs]}
@@ -299,7 +303,9 @@ def run_llamacpp(args) -> dict:
 
     prefill = statistics.median(timed(["-p", str(args.prompt_len), "-n", "0"]))
     decode = timed(["-p", "0", "-n", str(args.new_tokens), "-d", str(args.prompt_len)])
-    return {"prefill_tok_s": prefill, "decode_tok_s": statistics.median(decode), "ttft_s": args.prompt_len / prefill,
+    decode0 = statistics.median(timed(["-p", "0", "-n", str(args.new_tokens)]))
+    return {"prefill_tok_s": prefill, "decode_tok_s": statistics.median(decode), "decode0_tok_s": decode0,
+            "ttft_s": args.prompt_len / prefill,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "decode_runs": decode,
             "weight_bytes": gguf_decode_bytes(Path(args.gguf)), "read_gb_s": bandwidth,
             "weights": LLAMA_TYPES[args.case]}
@@ -399,7 +405,9 @@ def main() -> None:
     for r0 in rounds[0]:
         same = [r for rs in rounds for r in rs if combo(r) == combo(r0)]
         row = dict(r0, rounds=len(same))
-        for k in ("prefill_tok_s", "decode_tok_s", "ttft_s", "read_gb_s"):
+        for k in ("prefill_tok_s", "decode_tok_s", "decode0_tok_s", "ttft_s", "read_gb_s"):
+            if k not in r0:  # transformers rows time decode after the prompt only
+                continue
             row[k] = statistics.median(r[k] for r in same)
             row[k + "_rounds"] = [r[k] for r in same]
         row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in same)
@@ -409,18 +417,23 @@ def main() -> None:
                     rr = ratios(r0, phase + "_tok_s", engine)
                     row[f"{phase}_vs_{tag}_rounds"] = rr
                     row[f"{phase}_vs_{tag}"] = statistics.median(rr) if rr else None
+            rr = ratios(r0, "decode0_tok_s", "llama.cpp")
+            row["decode0_vs_llamacpp"] = statistics.median(rr) if rr else None
         rows.append(row)
 
     lines = ["| model | precision | engine | prefill tok/s | decode tok/s | TTFT s | peak RSS MB | weights GB/s in decode "
-             "| memory read GB/s | decode vs HF | prefill vs HF | decode vs llama.cpp | prefill vs llama.cpp |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| memory read GB/s | decode vs HF | prefill vs HF | decode vs llama.cpp | prefill vs llama.cpp "
+             "| decode from empty tok/s | vs llama.cpp |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = (lambda key: f"{r[key]:.2f}x" if r.get(key) else "")
         engine = r["engine"] + (f" {r['weights']}" if r["engine"] == "llama.cpp" else "")
+        empty = f"{r['decode0_tok_s']:.1f}" if "decode0_tok_s" in r else ''
         lines.append(f"| {r['model']} | {r['case']} | {engine} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | "
                      f"{r['ttft_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['decode_tok_s'] * r['weight_bytes'] / 1e9:.1f} | "
                      f"{r['read_gb_s']:.1f} | {ratio('decode_vs_hf')} | {ratio('prefill_vs_hf')} | "
-                     f"{ratio('decode_vs_llamacpp')} | {ratio('prefill_vs_llamacpp')} |")
+                     f"{ratio('decode_vs_llamacpp')} | {ratio('prefill_vs_llamacpp')} | {empty} | "
+                     f"{ratio('decode0_vs_llamacpp')} |")
     table = "\n".join(lines)
     print(table)
     meta = {"machine": cpu_name(), "cpu_count": os.cpu_count(),

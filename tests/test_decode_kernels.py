@@ -184,7 +184,9 @@ def test_step_falls_back_outside_its_plan(tok):
         out = eng._forward(torch.tensor([[ids[30]]]), torch.tensor([30]), kv, 30, None)
     assert torch.isfinite(out).all()
     with pytest.raises(ValueError, match="outside the cache"):  # the C side checks too
-        _decode.step(eng._step.plan, 0, 0, 0, 0, 0, 16, 40, 1)
+        _decode.token(eng._step.plan, 1, 0, 0, 0, 0, 16, 40, 1, 0)
+    with pytest.raises(ValueError, match="outside the embedding"):
+        _decode.token(eng._step.plan, FULL.vocab_size, 0, 0, 0, 0, 3, 40, 1, 0)
 
 
 def test_int4_engine_keeps_pytorch_path(tok):

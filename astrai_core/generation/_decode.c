@@ -12,10 +12,12 @@
  *   - int8 weights (one float scale per row) multiply x rounded per row to int16 (absmax / 32767),
  *     summed exactly in int32 over blocks of 256 (127 * 32767 * 256 < 2^31) and then in float32;
  *   - float32 weights as they are.
- * step: every layer of one token for a batch of one (RMSNorm, fused q/k/v with optional bias and
- *   QK-norm, rotary, the cache write, grouped-query attention over the filled slots with the softmax
- *   in float32, output projection, RMSNorm, SwiGLU, residuals) in one call, the residual stream kept
- *   in float32; the model's own forward (astrai_core/model.py) is the reference it is tested against.
+ * token: one token of a batch of one, from its id to float32 logits, in one call: the embedding row,
+ *   every layer (RMSNorm, fused q/k/v with optional bias and QK-norm, rotary, the cache write,
+ *   grouped-query attention over the filled slots with the softmax in float32, output projection,
+ *   RMSNorm, SwiGLU, residuals), the final RMSNorm and the output head; the residual stream is kept in
+ *   float32 and rounded to the activation dtype where the model's own forward (astrai_core/model.py,
+ *   the reference it is tested against) rounds it before the head.
  *
  * Weights must be contiguous with K a multiple of 32. Paths: AVX-512 (F+BW) and AVX2+FMA, chosen at
  * run time by the CPU; other CPUs and compilers build without them and level() reports 0, so the
@@ -630,8 +632,12 @@ typedef struct {
 typedef struct {
     long L, C, nh, nkv, hs, I; /* layers, hidden, heads, kv heads, head dim, intermediate */
     float eps;
-    int bf16;                  /* activation (and cache, norm, bias, rope table) dtype */
+    int bf16;                  /* activation (and cache, norm, bias, rope table, embedding) dtype */
     Layer *layers;
+    const void *embed;         /* (rows, C) embedding table, activation dtype */
+    long embed_rows;
+    const void *final_norm;    /* (C,) */
+    Lin head;                  /* (vocab, C) */
     float *buf;                /* scratch, sized in make_plan for S_cap positions */
     long S_cap;
     int threads;               /* the most threads the scratch is sized for */
@@ -682,17 +688,19 @@ static void run_linear(const Lin *l, const float *x, int x_bf16, float *y, int16
     lin_run(l, &in, y, NULL, threads);
 }
 
-/* x (C) activation dtype, updated in place through every layer; the cache (L, 1, nkv, S_max, hs)
-   gets this token's keys/values at `slot`, and attention covers slots 0..slot */
-static void plan_step(Plan *p, void *x_io, const void *cos, const void *sin, void *kc, void *vc, long slot,
-                      long S_max, int threads) {
+/* token `tok` through the embedding, every layer, the final norm and the head into logits (vocab,)
+   float32; the cache (L, 1, nkv, S_max, hs) gets this token's keys/values at `slot`, and attention
+   covers slots 0..slot */
+static void plan_step(Plan *p, long tok, const void *cos, const void *sin, void *kc, void *vc, long slot,
+                      long S_max, int threads, float *logits) {
     long C = p->C, nq = p->nh * p->hs, nk = p->nkv * p->hs, I = p->I, S = slot + 1;
     float *x = p->buf, *h = x + C, *qkv = h + C, *att = qkv + nq + 2 * nk, *gu = att + nq, *act = gu + 2 * I;
     float *xs = act + I, *scores = xs + 16;
     int16_t *xq = (int16_t *)(scores + attend_scratch(p->nh, p->nkv, p->hs, p->S_cap, p->threads));
     int bf16 = p->bf16;
     size_t esz = bf16 ? 2 : 4;
-    for (long i = 0; i < C; i++) x[i] = load_f(x_io, i, bf16);
+    const char *row = (const char *)p->embed + (size_t)tok * (size_t)C * esz;
+    for (long i = 0; i < C; i++) x[i] = load_f(row, i, bf16);
     for (long l = 0; l < p->L; l++) {
         const Layer *ly = &p->layers[l];
         rmsnorm(x, ly->in_norm, bf16, p->eps, C, h);
@@ -727,7 +735,12 @@ static void plan_step(Plan *p, void *x_io, const void *cos, const void *sin, voi
         run_linear(&ly->down, act, bf16, h, xq, xs, threads);
         for (long i = 0; i < C; i++) x[i] += h[i];
     }
-    for (long i = 0; i < C; i++) store_f(x_io, i, x[i], bf16);
+    if (bf16)  /* the model's forward hands a bfloat16 stream to the final norm, and its output to the head */
+        for (long i = 0; i < C; i++) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
+    rmsnorm(x, p->final_norm, bf16, p->eps, C, h);
+    if (bf16)
+        for (long i = 0; i < C; i++) h[i] = bf16_to_f32(f32_to_bf16(h[i]));
+    run_linear(&p->head, h, bf16, logits, xq, xs, threads);
 }
 
 /* ---- Python glue ------------------------------------------------------------------------------ */
@@ -845,17 +858,18 @@ static int parse_lin(PyObject *t, Py_ssize_t i, int kind, long N, long K, Lin *l
     return 1;
 }
 
-/* plan((L, C, nh, nkv, hs, I, eps, bf16, kind, S_cap, threads), layers) -> capsule.
+/* plan((L, C, nh, nkv, hs, I, eps, bf16, kind, S_cap, threads), layers, top) -> capsule.
    layers: L tuples (in_norm, post_norm, q_norm, k_norm, qkv_bias, qkv_w, qkv_s, o_w, o_s, gu_w, gu_s,
-   down_w, down_s) of pointers (0 = absent). The tensors must outlive the plan. */
+   down_w, down_s) of pointers (0 = absent); top: (embed, embed_rows, final_norm, head_kind, head_w,
+   head_s, vocab). The tensors must outlive the plan. */
 static PyObject *make_plan(PyObject *self, PyObject *args) {
     (void)self;
     long L, C, nh, nkv, hs, I, S_cap;
     double eps;
     int bf16, kind, threads;
-    PyObject *layers;
-    if (!PyArg_ParseTuple(args, "(lllllldiili)O!", &L, &C, &nh, &nkv, &hs, &I, &eps, &bf16, &kind, &S_cap,
-                          &threads, &PyList_Type, &layers))
+    PyObject *layers, *top;
+    if (!PyArg_ParseTuple(args, "(lllllldiili)O!O!", &L, &C, &nh, &nkv, &hs, &I, &eps, &bf16, &kind, &S_cap,
+                          &threads, &PyList_Type, &layers, &PyTuple_Type, &top))
         return NULL;
     if (!need_level()) return NULL;
     if (L < 1 || PyList_GET_SIZE(layers) != L || C % 32 || (nh * hs) % 32 || I % 32 || nkv < 1 || nh % nkv ||
@@ -882,6 +896,18 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
         Py_DECREF(capsule);
         return PyErr_NoMemory();
     }
+    void *embed, *final_norm;
+    long head_kind = PyTuple_GET_SIZE(top) == 7 ? PyLong_AsLong(PyTuple_GET_ITEM(top, 3)) : -1;
+    if (PyTuple_GET_SIZE(top) != 7 || !as_ptr(PyTuple_GET_ITEM(top, 0), &embed) ||
+        !as_ptr(PyTuple_GET_ITEM(top, 2), &final_norm) || head_kind < W_BF16 || head_kind > W_F32 ||
+        !parse_lin(top, 4, (int)head_kind, PyLong_AsLong(PyTuple_GET_ITEM(top, 6)), C, &p->head) ||
+        (p->embed_rows = PyLong_AsLong(PyTuple_GET_ITEM(top, 1))) < 1 || p->head.N < 1 || !embed || !final_norm) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "plan: top is (embed, rows, norm, kind, w, s, vocab)");
+        Py_DECREF(capsule);
+        return NULL;
+    }
+    p->embed = embed;
+    p->final_norm = final_norm;
     for (long l = 0; l < L; l++) {
         PyObject *t = PyList_GET_ITEM(layers, l);
         if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 13) {
@@ -905,30 +931,40 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
     return capsule;
 }
 
-/* step(plan, x, cos, sin, k_cache, v_cache, slot, S_max, threads): x (C) in/out, cos/sin the rotary
-   row of this position (hs), caches (L, 1, nkv, S_max, hs); all in the plan's activation dtype */
-static PyObject *step(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+/* token(plan, tok, cos, sin, k_cache, v_cache, slot, S_max, threads, logits): tok the token id, cos/sin
+   the rotary row of this position (hs), caches (L, 1, nkv, S_max, hs), all in the plan's activation
+   dtype; logits (vocab,) float32 out */
+static PyObject *token(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "step takes 9 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "token takes 10 arguments");
         return NULL;
     }
     Plan *p = (Plan *)PyCapsule_GetPointer(args[0], "astrai.decode_plan");
     if (!p) return NULL;
-    void *x, *cos, *sin, *kc, *vc;
-    if (!as_ptr(args[1], &x) || !as_ptr(args[2], &cos) || !as_ptr(args[3], &sin) || !as_ptr(args[4], &kc) ||
-        !as_ptr(args[5], &vc))
+    void *cos, *sin, *kc, *vc, *logits;
+    long tok = PyLong_AsLong(args[1]);
+    if (PyErr_Occurred() || !as_ptr(args[2], &cos) || !as_ptr(args[3], &sin) || !as_ptr(args[4], &kc) ||
+        !as_ptr(args[5], &vc) || !as_ptr(args[9], &logits))
         return NULL;
     long slot = PyLong_AsLong(args[6]), S_max = PyLong_AsLong(args[7]);
     int threads = (int)PyLong_AsLong(args[8]);
     if (PyErr_Occurred()) return NULL;
     if (slot < 0 || slot >= S_max || slot + 1 > p->S_cap || threads < 1) {
-        PyErr_Format(PyExc_ValueError, "step: slot %ld outside the cache (%ld slots, plan for %ld)", slot, S_max, p->S_cap);
+        PyErr_Format(PyExc_ValueError, "token: slot %ld outside the cache (%ld slots, plan for %ld)", slot, S_max, p->S_cap);
+        return NULL;
+    }
+    if (tok < 0 || tok >= p->embed_rows) {
+        PyErr_Format(PyExc_ValueError, "token: id %ld outside the embedding (%ld rows)", tok, p->embed_rows);
+        return NULL;
+    }
+    if (!cos || !sin || !kc || !vc || !logits) {
+        PyErr_SetString(PyExc_ValueError, "token: null pointer");
         return NULL;
     }
     if (threads > p->threads) threads = p->threads;
     Py_BEGIN_ALLOW_THREADS
-    plan_step(p, x, cos, sin, kc, vc, slot, S_max, threads);
+    plan_step(p, tok, cos, sin, kc, vc, slot, S_max, threads, (float *)logits);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -952,7 +988,7 @@ static PyMethodDef methods[] = {
     {"matvec", (PyCFunction)(void (*)(void))matvec, METH_FASTCALL, "y = x @ W.T for a few rows"},
     {"dequant", (PyCFunction)(void (*)(void))dequant, METH_FASTCALL, "int8 rows times their scales -> float32/bfloat16"},
     {"plan", make_plan, METH_VARARGS, "prepare the fused decode step for a model's weights"},
-    {"step", (PyCFunction)(void (*)(void))step, METH_FASTCALL, "every layer of one decode token"},
+    {"token", (PyCFunction)(void (*)(void))token, METH_FASTCALL, "one decode token: id to float32 logits"},
     {"level", level, METH_NOARGS, "vector path in use: 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 dot products"},
     {"set_level", set_level, METH_O, "cap the vector path (for tests); returns the level now in use"},
     {NULL, NULL, 0, NULL},

@@ -347,10 +347,8 @@ class Engine:
         cache.start = start
         step = self._step
         if step is not None and tokens.shape == (1, 1) and mask is None and step.fits(cache, start):
-            x = step(self.model.embed_tokens(tokens), int(positions.reshape(-1)[0]), cache, start)
-            hidden = self.model.norm(x)
-        else:
-            hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
+            return step(int(tokens[0, 0]), int(positions.reshape(-1)[0]), cache, start)
+        hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
         return self.model.lm_head(hidden[:, -1]).float()  # (B, V): only the last position is sampled
 
 
