@@ -151,24 +151,21 @@ def test_fused_step_matches_the_model_forward(level, tok, monkeypatch, dtype, qu
 # the portable loops run; 1 kv head also leaves both threads splitting the positions of one group
 MQA = ModelConfig(vocab_size=300, hidden_size=128, num_layers=2, num_heads=10, num_kv_heads=1, head_dim=32,
                   intermediate_size=224, max_position_embeddings=256, rope_theta=10000.0)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_fused_step_attention_beyond_eight_heads_per_group(level, tok, monkeypatch, dtype):
-    err = step_vs_model_error(MQA, tok, monkeypatch, dtype, None, n=150, n_prompt=5, seed=2)
-    assert err < (1e-4 if dtype == "float32" else 0.06), err
-
-
 # head size 64 (SmolLM2's, Llama's): the AVX-512 values pass holds 4 vectors per head, the BF16 dot
 # products take two pairs of 32 lanes, and 100 positions split over two threads leave partial blocks
 GQA64 = ModelConfig(vocab_size=300, hidden_size=384, num_layers=2, num_heads=6, num_kv_heads=2, head_dim=64,
                     intermediate_size=256, max_position_embeddings=256, rope_theta=10000.0)
 
 
+# bfloat16 bounds: the largest relative logit error of bf16 activations against PyTorch's own bf16 ops,
+# measured 0.04-0.09 for GQA64 over seeds 1-8 on every vector path (0.06 at seed 3 on AVX2 and AVX-512);
+# a misplaced position or head gives errors of order 1
+@pytest.mark.parametrize("config,n,n_prompt,bf16_tol", [(MQA, 150, 5, 0.06), (GQA64, 100, 3, 0.1)],
+                         ids=["mqa-10-heads", "head-size-64"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_fused_step_attention_head_size_64(level, tok, monkeypatch, dtype):
-    err = step_vs_model_error(GQA64, tok, monkeypatch, dtype, None, n=100, n_prompt=3, seed=4)
-    assert err < (1e-4 if dtype == "float32" else 0.06), err
+def test_fused_step_attention_shapes(level, tok, monkeypatch, dtype, config, n, n_prompt, bf16_tol):
+    err = step_vs_model_error(config, tok, monkeypatch, dtype, None, n=n, n_prompt=n_prompt, seed=n_prompt)
+    assert err < (1e-4 if dtype == "float32" else bf16_tol), err
 
 
 def test_step_falls_back_outside_its_plan(tok):
