@@ -280,11 +280,12 @@ def llama_gguf(args, model: str, case: str) -> Path:
 def gguf_decode_bytes(path: Path) -> int:
     """Bytes of a GGUF's matrices that one decode token reads: all but the embedding table, unless the
     head is tied to it (then the head reads it whole)."""
-    import gguf
+    from astrai_core.checkpoint.gguf import GGUFFile
 
-    tensors = gguf.GGUFReader(str(path)).tensors
-    tied = not any(t.name == "output.weight" for t in tensors)
-    return sum(int(t.n_bytes) for t in tensors if len(t.shape) == 2 and (tied or t.name != "token_embd.weight"))
+    with GGUFFile(path) as gf:
+        tied = "output.weight" not in gf.tensors
+        return sum(t.nbytes for t in gf.tensors.values()
+                   if len(t.shape) == 2 and (tied or t.name != "token_embd.weight"))
 
 
 def run_llamacpp(args) -> dict:

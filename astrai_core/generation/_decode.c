@@ -323,6 +323,7 @@ typedef struct {
     int bf16;        /* cache dtype */
     long B, nh, nkv, S, S_max, hs;
     float scale;
+    const uint16_t *qb; /* (B, nh, hs) the query in bfloat16 (bfloat16 caches), else NULL */
 } Attn;
 
 /* scores (G, n) -> e^(score - max) in place, with each row's max m and sum l (the partial softmax
@@ -527,12 +528,10 @@ T512 static int attend_part512(const float *q, const void *k, const void *v, int
     PART_DISPATCH(part512_t, 16, 28)
 }
 
-/* bfloat16 cache on AVX512-BF16: the keys meet the query in bfloat16 dot products */
-T512BF static int attend_part512dp(const float *q, const void *k, const void *v, long s0, long s1, long hs, long G,
-                                   float scale, float *sc, float *out, float *m, float *l) {
-    uint16_t qb[8 * 1024];
+/* bfloat16 cache on AVX512-BF16: the keys meet the query (qb, bfloat16) in bfloat16 dot products */
+T512BF static int attend_part512dp(const float *q, const uint16_t *qb, const void *k, const void *v, long s0, long s1,
+                                   long hs, long G, float scale, float *sc, float *out, float *m, float *l) {
     if (hs % 32 || G > 8) return 0;
-    for (long i = 0; i < G * hs; i++) qb[i] = f32_to_bf16(q[i]);
     const int bf16 = 1;
     PART_DISPATCH(part512dp_t, 16, 28)
 }
@@ -551,8 +550,8 @@ static void attend_range(const Attn *a, long s0, long s1, float *sc, float *po, 
             long h = b * a->nh + g * G;
 #if HAVE_X86
             const char *kp = (const char *)a->k + off, *vp = (const char *)a->v + off;
-            if (g_level == 3 && a->bf16 && attend_part512dp(a->q + h * a->hs, kp, vp, s0, s1, a->hs, G, a->scale, sc,
-                                                           po + h * a->hs, pm + h, pl + h))
+            if (g_level == 3 && a->qb && attend_part512dp(a->q + h * a->hs, a->qb + h * a->hs, kp, vp, s0, s1, a->hs, G,
+                                                         a->scale, sc, po + h * a->hs, pm + h, pl + h))
                 continue;
             if (g_level >= 2 && attend_part512(a->q + h * a->hs, kp, vp, a->bf16, s0, s1, a->hs, G, a->scale, sc,
                                                po + h * a->hs, pm + h, pl + h))
@@ -722,10 +721,16 @@ static void plan_step(Plan *p, long tok, const void *cos, const void *sin, void 
                 store_f((char *)vc + off * esz, i, v[g * p->hs + i], bf16);
             }
         }
-        if (bf16)  /* the cache holds bf16: the query meets keys rounded as PyTorch's path rounds them */
-            for (long i = 0; i < nq; i++) q[i] = bf16_to_f32(f32_to_bf16(q[i]));
+        uint16_t *qb = NULL;  /* the query in bfloat16, in xq (free between the q/k/v and output linears) */
+        if (bf16) {  /* the cache holds bf16: the query meets keys rounded as PyTorch's path rounds them */
+            qb = (uint16_t *)xq;
+            for (long i = 0; i < nq; i++) {
+                qb[i] = f32_to_bf16(q[i]);
+                q[i] = bf16_to_f32(qb[i]);
+            }
+        }
         Attn a = {q, (char *)kc + layer_off * esz, (char *)vc + layer_off * esz, att, bf16,
-                  1, p->nh, p->nkv, S, S_max, p->hs, 1.f / sqrtf((float)p->hs)};
+                  1, p->nh, p->nkv, S, S_max, p->hs, 1.f / sqrtf((float)p->hs), qb};
         attend_run(&a, scores, threads);
         run_linear(&ly->o, att, bf16, h, xq, xs, threads);
         for (long i = 0; i < C; i++) x[i] += h[i];
