@@ -70,6 +70,28 @@ def test_matvec_int8_weights(level, rows, n, k):
     assert ((y.double() - ref).abs().max() / ref.abs().max()) < 1e-3
 
 
+@pytest.mark.parametrize("k", [32, 96, 70016])
+def test_matvec_int8_sums_exactly(level, k):
+    """The int16-rounded input times int8 weights is an integer sum. The VNNI path (level 3: x split into
+    two bytes) sums it exactly, beyond int32 too (k=70016 at full scale: 70016 * 32767 * 127 > 2^31), so
+    only the final float32 rounding remains; the widening paths add 256-wide exact blocks in float32."""
+    g = torch.Generator().manual_seed(k)
+    q = torch.randint(-127, 128, (6, k), generator=g, dtype=torch.int8)
+    q[0], q[1] = 127, -127  # full-scale rows: the largest sums
+    scales = torch.rand(6, generator=g) * 0.01 + 0.001
+    x = torch.randn(2, k, generator=g)
+    x[1] = 1.5  # every value rounds to 32767
+    y = matvec(W_INT8, q, scales, x).double()
+    xs = x.abs().amax(dim=1) / 32767.0  # the kernel's per-row rounding of x, in float32 as it does
+    x16 = torch.round(x * (1.0 / xs)[:, None]).double()
+    row_scale = xs.double()[:, None] * scales.double()
+    exact = (x16 @ q.double().t()) * row_scale
+    if level == 3:
+        assert ((y - exact).abs() / exact.abs()).max() < 1e-6
+    else:  # float32 sums of blocks: bounded by the magnitudes summed, not by the (cancelling) result
+        assert ((y - exact).abs() / ((x16.abs() @ q.double().abs().t()) * row_scale)).max() < 1e-6
+
+
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
 def test_dequantize_int8_folds_the_row_scales(out_dtype):
     """The prefill weight: int8 times its row scale, rounded once to the output dtype (as PyTorch rounds)."""

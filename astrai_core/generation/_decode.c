@@ -10,7 +10,8 @@
  *   independent accumulators, rows split across threads (~30 GB/s here):
  *   - bfloat16 weights are widened to float32 (a 16-bit shift) and multiplied in float32;
  *   - int8 weights (one float scale per row) multiply x rounded per row to int16 (absmax / 32767),
- *     summed exactly in int32 over blocks of 256 (127 * 32767 * 256 < 2^31) and then in float32;
+ *     summed exactly in int32 over blocks of 256 (127 * 32767 * 256 < 2^31) and then in float32, or
+ *     where the CPU has AVX512-VNNI as byte dot products on the two bytes of x (dot_i8_vnni);
  *   - float32 weights as they are.
  * token: one token of a batch of one, from its id to float32 logits, in one call: the embedding row,
  *   every layer (RMSNorm, fused q/k/v with optional bias and QK-norm, rotary, the cache write,
@@ -44,23 +45,29 @@
 #endif
 #define BLOCK 256
 
+/* Scratch buffers start on 64-byte boundaries (one cache line, one AVX-512 vector): an input row the
+   linears read at another offset splits every vector load across two lines (two plans of the same 1B
+   int8 model in one process, their buffers wherever malloc put them, ran ~20% apart). */
+static size_t up16(size_t floats) { return (floats + 15) & ~(size_t)15; }
+static void *align64(void *raw) { return (void *)(((uintptr_t)raw + 63) & ~(uintptr_t)63); }
+
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define HAVE_X86 1
 #include <immintrin.h>
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 #define T256 __attribute__((target("avx2,fma")))
-#define T512BF __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
+#define T512BF __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx512vnni,avx2,fma")))
 #else
 #define HAVE_X86 0
 #endif
 
-static int g_level = -1; /* 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 dot products */
+static int g_level = -1; /* 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 and VNNI dot products */
 
 static int detect_level(void) {
 #if HAVE_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
-        return __builtin_cpu_supports("avx512bf16") ? 3 : 2;
+        return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni") ? 3 : 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 #endif
     return 0;
@@ -144,6 +151,57 @@ T512BF static float dot_bf16_dp(const uint16_t *w, const uint16_t *x, long K) {
     return _mm512_reduce_add_ps(_mm512_add_ps(a, b));
 }
 
+/* int8 weights times x rounded to int16 (as dot_i8_512), with VNNI byte dot products: x + 32768 is
+   split into its high and low bytes (both unsigned, the planes hl[0, K) and hl[K, 2K)), so
+   sum(x * w) = 256 * sum(hi * w) + sum(lo * w) - 32768 * sum(w), each sum one vpdpbusd per 64 weights
+   (the widening path needs three instructions per 32: it tops out at ~32 GB/s here, below the
+   memory's read rate). Exact: a lane sums K / 16 products of at most 255 * 127 (int32 up to K ~ 1M). */
+T512BF static float dot_i8_vnni(const int8_t *w, const uint8_t *hl, long K) {
+    const uint8_t *hi = hl, *lo = hl + K;
+    __m512i h = _mm512_setzero_si512(), l = h, s = h, ones = _mm512_set1_epi8(1);
+    for (long k = 0; k < K; k += 64) {
+        __mmask64 m = k + 64 <= K ? ~0ULL : 0xFFFFFFFFULL;  /* K is a multiple of 32 */
+        __m512i wv = _mm512_maskz_loadu_epi8(m, w + k);
+        h = _mm512_dpbusd_epi32(h, _mm512_maskz_loadu_epi8(m, hi + k), wv);
+        l = _mm512_dpbusd_epi32(l, _mm512_maskz_loadu_epi8(m, lo + k), wv);
+        s = _mm512_dpbusd_epi32(s, ones, wv);
+    }
+    /* lanes to int64 (a lane sum exceeds int32 from K ~ 66000), then 256 H + L - 32768 S in one reduction */
+    __m512i t = _mm512_setzero_si512();
+    const __m512i parts[3] = {h, l, s};
+    const int shift[3] = {8, 0, 15};
+    for (int i = 0; i < 3; i++) {
+        __m512i v = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(parts[i])),
+                                     _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(parts[i], 1)));
+        v = _mm512_slli_epi64(v, (unsigned)shift[i]);
+        t = i == 2 ? _mm512_sub_epi64(t, v) : _mm512_add_epi64(t, v);
+    }
+    return (float)_mm512_reduce_add_epi64(t);
+}
+
+/* a row of x rounded to int16 (scale amax / 32767, returned): as int16 values into q16, or split into
+   the byte planes of dot_i8_vnni (x + 32768: high bytes hl[0, K), low bytes hl[K, 2K)) when q16 is NULL */
+T512 static float quantize_row512(const float *r, long K, int16_t *q16, uint8_t *hl) {
+    __m512 mx = _mm512_setzero_ps();
+    for (long k = 0; k < K; k += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(r + k)));
+    float amax = _mm512_reduce_max_ps(mx);
+    float sc = amax > 0.f && isfinite(amax) ? amax / 32767.f : 1.f;
+    __m512 inv = _mm512_set1_ps(1.f / sc);
+    __m512i lim = _mm512_set1_epi32(32767), off = _mm512_set1_epi32(32768), byte = _mm512_set1_epi32(255);
+    for (long k = 0; k < K; k += 16) {  /* round to nearest even, as lrintf */
+        __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r + k), inv));
+        q = _mm512_max_epi32(_mm512_min_epi32(q, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+        if (q16) {
+            _mm256_storeu_si256((__m256i *)(q16 + k), _mm512_cvtepi32_epi16(q));
+        } else {
+            __m512i u = _mm512_add_epi32(q, off);
+            _mm_storeu_si128((__m128i *)(hl + k), _mm512_cvtepi32_epi8(_mm512_srli_epi32(u, 8)));
+            _mm_storeu_si128((__m128i *)(hl + K + k), _mm512_cvtepi32_epi8(_mm512_and_si512(u, byte)));
+        }
+    }
+    return sc;
+}
+
 /* ---- AVX2 --------------------------------------------------------------------------------- */
 T256 static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
@@ -207,17 +265,27 @@ typedef struct {
 typedef struct {  /* the input of a linear, prepared once per call */
     long M;
     const float *xf;   /* (M, K) float32 */
-    const int16_t *xq; /* (M, K) rounded to int16 per row (int8 weights), or to bfloat16 (bf16 weights, level 3) */
+    const int16_t *xq; /* (M, K) rounded to int16 per row (int8 weights; level 3: as byte planes), or to bfloat16 (bf16 weights, level 3) */
     const float *xs;   /* (M,) their scales */
     int dp;            /* bf16 weights: xq holds x rounded to bfloat16 for the BF16 dot products */
 } Input;
 
-/* int8 weights multiply the input rounded per row to int16: absmax / 32767 */
+/* int8 weights multiply the input rounded per row to int16: absmax / 32767. Each row of xq holds K
+   int16 values, or on level 3 the same 2K bytes as dot_i8_vnni's two byte planes. */
 static void quantize_rows(const float *x, long M, long K, int16_t *xq, float *xs) {
     for (long m = 0; m < M; m++) {
         const float *r = x + m * K;
+#if HAVE_X86
+        if (g_level >= 2) {
+            xs[m] = quantize_row512(r, K, g_level == 3 ? NULL : xq + m * K, (uint8_t *)(xq + m * K));
+            continue;
+        }
+#endif
         float amax = 0.f;
-        for (long k = 0; k < K; k++) amax = fmaxf(amax, fabsf(r[k]));
+        for (long k = 0; k < K; k++) {
+            float a = fabsf(r[k]);
+            amax = a > amax ? a : amax;
+        }
         float sc = amax > 0.f && isfinite(amax) ? amax / 32767.f : 1.f, inv = 1.f / sc;
         for (long k = 0; k < K; k++) xq[m * K + k] = (int16_t)lrintf(r[k] * inv);
         xs[m] = sc;
@@ -248,7 +316,8 @@ static float dot_row(const Lin *l, long n, const Input *in, long m) {
     }
     case W_INT8: {
         const int8_t *w = (const int8_t *)l->w + n * K;
-        float d = wide ? dot_i8_512(w, in->xq + m * K, K) : dot_i8_256(w, in->xq + m * K, K);
+        float d = g_level == 3 ? dot_i8_vnni(w, (const uint8_t *)(in->xq + m * K), K)
+                  : wide ? dot_i8_512(w, in->xq + m * K, K) : dot_i8_256(w, in->xq + m * K, K);
         return d * l->scale[n] * in->xs[m];
     }
     default: {
@@ -569,20 +638,21 @@ static void attend_range(const Attn *a, long s0, long s1, float *sc, float *po, 
    number of heads), then the parts are merged: out = sum_t po_t e^(m_t - M) / sum_t l_t e^(m_t - M).
    scratch: attend_scratch() floats */
 static size_t attend_scratch(long nh, long nkv, long hs, long S_cap, int threads) {
-    return (size_t)threads * ((size_t)(nh / nkv) * (size_t)S_cap + (size_t)nh * (size_t)(hs + 2));
+    return (size_t)threads * (up16((size_t)(nh / nkv) * (size_t)S_cap) + up16((size_t)nh * (size_t)(hs + 2)));
 }
 
 /* thread t's part of the scratch: scores (G, S), then po (H, hs), pm (H), pl (H) */
 static float *attend_part_out(const Attn *a, float *scratch, long t) {
-    long H = a->B * a->nh, G = a->nh / a->nkv;
-    return scratch + (size_t)t * ((size_t)G * (size_t)a->S + (size_t)H * (size_t)(a->hs + 2)) + (size_t)G * (size_t)a->S;
+    size_t H = (size_t)(a->B * a->nh), sc = up16((size_t)(a->nh / a->nkv) * (size_t)a->S);
+    return scratch + (size_t)t * (sc + up16(H * (size_t)(a->hs + 2))) + sc;
 }
 
 /* thread t of nt: its share of the positions, then (after every thread's) its share of the heads merged */
 static void attend_thread(const Attn *a, float *scratch, long t, long nt) {
     long H = a->B * a->nh, hs = a->hs;
     float *po = attend_part_out(a, scratch, t);
-    attend_range(a, a->S * t / nt, a->S * (t + 1) / nt, po - (a->nh / a->nkv) * a->S, po, po + H * hs, po + H * hs + H);
+    float *sc = po - up16((size_t)(a->nh / a->nkv) * (size_t)a->S);
+    attend_range(a, a->S * t / nt, a->S * (t + 1) / nt, sc, po, po + H * hs, po + H * hs + H);
 #ifdef _OPENMP
     if (nt > 1) {
         #pragma omp barrier
@@ -637,7 +707,9 @@ typedef struct {
     long embed_rows;
     const void *final_norm;    /* (C,) */
     Lin head;                  /* (vocab, C) */
-    float *buf;                /* scratch, sized in make_plan for S_cap positions */
+    void *raw;                 /* the scratch's allocation */
+    float *buf;                /* scratch, sized in make_plan for S_cap positions (64-byte aligned) */
+    size_t off[9];             /* where each of plan_layout's pieces starts in buf (floats) */
     long S_cap;
     int threads;               /* the most threads the scratch is sized for */
 } Plan;
@@ -677,8 +749,23 @@ static void plan_free(PyObject *capsule) {
     Plan *p = (Plan *)PyCapsule_GetPointer(capsule, "astrai.decode_plan");
     if (!p) return;
     free(p->layers);
-    free(p->buf);
+    free(p->raw);
     free(p);
+}
+
+/* the step's scratch (floats): x, h (C), qkv, att, gate/up, act, row scales (16), attention, and the
+   linears' rounded inputs (int16 or bytes, kmax values); each piece 64-byte aligned. Returns the total. */
+static size_t plan_layout(Plan *p) {
+    long C = p->C, nq = p->nh * p->hs, nk = p->nkv * p->hs, I = p->I, kmax = C > I ? C : I;
+    kmax = kmax > nq ? kmax : nq;
+    size_t len[9] = {(size_t)C, (size_t)C, (size_t)(nq + 2 * nk), (size_t)nq, (size_t)(2 * I), (size_t)I, 16,
+                     attend_scratch(p->nh, p->nkv, p->hs, p->S_cap, p->threads), (size_t)(kmax + 1) / 2};
+    size_t total = 0;
+    for (int i = 0; i < 9; i++) {
+        p->off[i] = total;
+        total += up16(len[i]);
+    }
+    return total;
 }
 
 static void run_linear(const Lin *l, const float *x, int x_bf16, float *y, int16_t *xq, float *xs, int threads) {
@@ -693,9 +780,9 @@ static void run_linear(const Lin *l, const float *x, int x_bf16, float *y, int16
 static void plan_step(Plan *p, long tok, const void *cos, const void *sin, void *kc, void *vc, long slot,
                       long S_max, int threads, float *logits) {
     long C = p->C, nq = p->nh * p->hs, nk = p->nkv * p->hs, I = p->I, S = slot + 1;
-    float *x = p->buf, *h = x + C, *qkv = h + C, *att = qkv + nq + 2 * nk, *gu = att + nq, *act = gu + 2 * I;
-    float *xs = act + I, *scores = xs + 16;
-    int16_t *xq = (int16_t *)(scores + attend_scratch(p->nh, p->nkv, p->hs, p->S_cap, p->threads));
+    float *x = p->buf + p->off[0], *h = p->buf + p->off[1], *qkv = p->buf + p->off[2], *att = p->buf + p->off[3];
+    float *gu = p->buf + p->off[4], *act = p->buf + p->off[5], *xs = p->buf + p->off[6], *scores = p->buf + p->off[7];
+    int16_t *xq = (int16_t *)(p->buf + p->off[8]);
     int bf16 = p->bf16;
     size_t esz = bf16 ? 2 : 4;
     const char *row = (const char *)p->embed + (size_t)tok * (size_t)C * esz;
@@ -783,18 +870,18 @@ static PyObject *matvec(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     l.w = w;
     l.scale = (const float *)scale;
-    size_t mk = (size_t)M * (size_t)l.K;
-    float *xf = (float *)malloc(mk * sizeof(float) + (size_t)M * sizeof(float) + mk * sizeof(int16_t));
-    if (!xf) return PyErr_NoMemory();
-    float *xs = xf + mk;
-    int16_t *xq = (int16_t *)(xs + M);
+    size_t mk = (size_t)M * (size_t)l.K;  /* K % 32 == 0: every row of xf and xq starts 64-byte aligned */
+    void *raw = malloc((up16(mk) + 16 + up16((mk + 1) / 2)) * sizeof(float) + 64);
+    if (!raw) return PyErr_NoMemory();
+    float *xf = (float *)align64(raw), *xs = xf + up16(mk);
+    int16_t *xq = (int16_t *)(xs + 16);
     Py_BEGIN_ALLOW_THREADS
     for (size_t i = 0; i < mk; i++) xf[i] = load_f(x, (long)i, x_bf16);
     Input in = {M, xf, xq, xs, 0};
     in.dp = prepare_input(l.kind, xf, M, l.K, x_bf16, xq, xs);
     lin_run(&l, &in, y_bf16 ? NULL : (float *)y, y_bf16 ? (uint16_t *)y : NULL, threads);
     Py_END_ALLOW_THREADS
-    free(xf);
+    free(raw);
     Py_RETURN_NONE;
 }
 
@@ -888,13 +975,12 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
     p->S_cap = S_cap;
     p->threads = threads;
     p->layers = (Layer *)calloc((size_t)L, sizeof(Layer));
-    long nq = nh * hs, nk = nkv * hs, kmax = C > I ? C : I;
-    kmax = kmax > nq ? kmax : nq;
-    size_t floats = (size_t)(2 * C + nq + 2 * nk + nq + 3 * I + 16) + attend_scratch(nh, nkv, hs, S_cap, threads);
-    p->buf = (float *)malloc(floats * sizeof(float) + (size_t)kmax * sizeof(int16_t));
+    long nq = nh * hs, nk = nkv * hs;
+    p->raw = malloc(plan_layout(p) * sizeof(float) + 64);
+    p->buf = p->raw ? (float *)align64(p->raw) : NULL;
     PyObject *capsule = PyCapsule_New(p, "astrai.decode_plan", plan_free);
     if (!capsule) {
-        free(p->layers); free(p->buf); free(p);
+        free(p->layers); free(p->raw); free(p);
         return NULL;
     }
     if (!p->layers || !p->buf) {
