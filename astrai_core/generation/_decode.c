@@ -20,9 +20,10 @@
  *   float32 and rounded to the activation dtype where the model's own forward (astrai_core/model.py,
  *   the reference it is tested against) rounds it before the head.
  *
- * Weights must be contiguous with K a multiple of 32. Paths: AVX-512 (F+BW) and AVX2+FMA, chosen at
- * run time by the CPU; other CPUs and compilers build without them and level() reports 0, so the
- * Python side keeps PyTorch's ops. The GIL is released while the loops run (the GUI keeps going).
+ * Weights must be contiguous with K a multiple of 32. Paths: AVX-512 (F+BW; level 3 with BF16 and VNNI)
+ * and AVX2+FMA, chosen at run time by the CPU; other CPUs and compilers build without them and level()
+ * reports 0, so the Python side keeps PyTorch's ops. The GIL is released while the loops run (the GUI
+ * keeps going).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -265,7 +266,8 @@ typedef struct {
 typedef struct {  /* the input of a linear, prepared once per call */
     long M;
     const float *xf;   /* (M, K) float32 */
-    const int16_t *xq; /* (M, K) rounded to int16 per row (int8 weights; level 3: as byte planes), or to bfloat16 (bf16 weights, level 3) */
+    const int16_t *xq; /* (M, K) x rounded per row to int16 (int8 weights; on level 3 as two byte planes),
+                          or to bfloat16 (bf16 weights, level 3) */
     const float *xs;   /* (M,) their scales */
     int dp;            /* bf16 weights: xq holds x rounded to bfloat16 for the BF16 dot products */
 } Input;

@@ -22,7 +22,8 @@ W_BF16, W_INT8, W_F32 = 0, 1, 2
 
 
 def level() -> int:
-    """Vector path of the kernels: 0 none (not built, or no AVX2), 1 AVX2+FMA, 2 AVX-512."""
+    """Vector path of the kernels: 0 none (not built, or no AVX2), 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with
+    BF16 and VNNI dot products."""
     return _decode.level() if _decode is not None else 0
 
 
