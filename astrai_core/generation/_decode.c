@@ -167,7 +167,7 @@ T512BF static float dot_i8_vnni(const int8_t *w, const uint8_t *hl, long K) {
         l = _mm512_dpbusd_epi32(l, _mm512_maskz_loadu_epi8(m, lo + k), wv);
         s = _mm512_dpbusd_epi32(s, ones, wv);
     }
-    /* lanes to int64 (a lane sum exceeds int32 from K ~ 66000), then 256 H + L - 32768 S in one reduction */
+    /* lanes widened to int64 (a row's total leaves int32 from K ~ 66000), then 256 H + L - 32768 S summed */
     __m512i t = _mm512_setzero_si512();
     const __m512i parts[3] = {h, l, s};
     const int shift[3] = {8, 0, 15};
