@@ -157,26 +157,24 @@ T512BF static float dot_bf16_dp(const uint16_t *w, const uint16_t *x, long K) {
    sum(x * w) = 256 * sum(hi * w) + sum(lo * w) - 32768 * sum(w), each sum one vpdpbusd per 64 weights
    (the widening path needs three instructions per 32: it tops out at ~32 GB/s here, below the
    memory's read rate). Exact: a lane sums K / 16 products of at most 255 * 127 (int32 up to K ~ 1M). */
+T512BF static inline __m512i sum_to_i64(__m512i v) {  /* 16 int32 lanes -> 8 int64 lanes */
+    return _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(v)),
+                            _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
+}
+
 T512BF static float dot_i8_vnni(const int8_t *w, const uint8_t *hl, long K) {
     const uint8_t *hi = hl, *lo = hl + K;
     __m512i h = _mm512_setzero_si512(), l = h, s = h, ones = _mm512_set1_epi8(1);
     for (long k = 0; k < K; k += 64) {
-        __mmask64 m = k + 64 <= K ? ~0ULL : 0xFFFFFFFFULL;  /* K is a multiple of 32 */
+        __mmask64 m = k + 64 <= K ? ~0ULL : 0xFFFFFFFFULL;  /* K is a multiple of 32: a last half block */
         __m512i wv = _mm512_maskz_loadu_epi8(m, w + k);
         h = _mm512_dpbusd_epi32(h, _mm512_maskz_loadu_epi8(m, hi + k), wv);
         l = _mm512_dpbusd_epi32(l, _mm512_maskz_loadu_epi8(m, lo + k), wv);
         s = _mm512_dpbusd_epi32(s, ones, wv);
     }
-    /* lanes widened to int64 (a row's total leaves int32 from K ~ 66000), then 256 H + L - 32768 S summed */
-    __m512i t = _mm512_setzero_si512();
-    const __m512i parts[3] = {h, l, s};
-    const int shift[3] = {8, 0, 15};
-    for (int i = 0; i < 3; i++) {
-        __m512i v = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(parts[i])),
-                                     _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(parts[i], 1)));
-        v = _mm512_slli_epi64(v, (unsigned)shift[i]);
-        t = i == 2 ? _mm512_sub_epi64(t, v) : _mm512_add_epi64(t, v);
-    }
+    /* in int64 (a row's total leaves int32 from K ~ 66000): 256 H + L - 32768 S */
+    __m512i t = _mm512_sub_epi64(_mm512_add_epi64(_mm512_slli_epi64(sum_to_i64(h), 8), sum_to_i64(l)),
+                                 _mm512_slli_epi64(sum_to_i64(s), 15));
     return (float)_mm512_reduce_add_epi64(t);
 }
 
@@ -643,17 +641,19 @@ static size_t attend_scratch(long nh, long nkv, long hs, long S_cap, int threads
     return (size_t)threads * (up16((size_t)(nh / nkv) * (size_t)S_cap) + up16((size_t)nh * (size_t)(hs + 2)));
 }
 
-/* thread t's part of the scratch: scores (G, S), then po (H, hs), pm (H), pl (H) */
-static float *attend_part_out(const Attn *a, float *scratch, long t) {
+/* thread t's part of the scratch: scores (G, S), then (returned) po (H, hs), pm (H), pl (H); *scores
+   gets where the scores start when not NULL */
+static float *attend_part_out(const Attn *a, float *scratch, long t, float **scores) {
     size_t H = (size_t)(a->B * a->nh), sc = up16((size_t)(a->nh / a->nkv) * (size_t)a->S);
-    return scratch + (size_t)t * (sc + up16(H * (size_t)(a->hs + 2))) + sc;
+    float *part = scratch + (size_t)t * (sc + up16(H * (size_t)(a->hs + 2)));
+    if (scores) *scores = part;
+    return part + sc;
 }
 
 /* thread t of nt: its share of the positions, then (after every thread's) its share of the heads merged */
 static void attend_thread(const Attn *a, float *scratch, long t, long nt) {
     long H = a->B * a->nh, hs = a->hs;
-    float *po = attend_part_out(a, scratch, t);
-    float *sc = po - up16((size_t)(a->nh / a->nkv) * (size_t)a->S);
+    float *sc, *po = attend_part_out(a, scratch, t, &sc);
     attend_range(a, a->S * t / nt, a->S * (t + 1) / nt, sc, po, po + H * hs, po + H * hs + H);
 #ifdef _OPENMP
     if (nt > 1) {
@@ -663,18 +663,18 @@ static void attend_thread(const Attn *a, float *scratch, long t, long nt) {
     for (long h = H * t / nt; h < H * (t + 1) / nt; h++) {
         float M = -INFINITY, L = 0.f, w[64];
         for (long u = 0; u < nt; u++) {
-            float mu = attend_part_out(a, scratch, u)[H * hs + h];
+            float mu = attend_part_out(a, scratch, u, NULL)[H * hs + h];
             M = mu > M ? mu : M;
         }
         for (long u = 0; u < nt; u++) {
-            const float *pu = attend_part_out(a, scratch, u);
+            const float *pu = attend_part_out(a, scratch, u, NULL);
             w[u] = expf(pu[H * hs + h] - M);
             L += pu[H * hs + H + h] * w[u];
         }
         float *o = a->out + h * hs;
         for (long i = 0; i < hs; i++) o[i] = 0.f;
         for (long u = 0; u < nt; u++) {
-            const float *pu = attend_part_out(a, scratch, u) + h * hs;
+            const float *pu = attend_part_out(a, scratch, u, NULL) + h * hs;
             float wu = w[u] / L;
             for (long i = 0; i < hs; i++) o[i] += pu[i] * wu;
         }
@@ -1082,7 +1082,7 @@ static PyMethodDef methods[] = {
     {"dequant", (PyCFunction)(void (*)(void))dequant, METH_FASTCALL, "int8 rows times their scales -> float32/bfloat16"},
     {"plan", make_plan, METH_VARARGS, "prepare the fused decode step for a model's weights"},
     {"token", (PyCFunction)(void (*)(void))token, METH_FASTCALL, "one decode token: id to float32 logits"},
-    {"level", level, METH_NOARGS, "vector path in use: 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 dot products"},
+    {"level", level, METH_NOARGS, "vector path in use: 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 and VNNI dot products"},
     {"set_level", set_level, METH_O, "cap the vector path (for tests); returns the level now in use"},
     {NULL, NULL, 0, NULL},
 };
