@@ -16,6 +16,7 @@ from astrai_core.generation import Engine, GenerationConfig, kernels
 from astrai_core.generation.cache import KVCache
 from astrai_core.generation.kernels import W_BF16, W_F32, W_INT8, matvec
 from astrai_core.generation.quantize import quantize_int8
+from astrai_core.generation.sampling import all_tokens, apply_repetition_penalty, top_k_filter, top_p_filter
 from astrai_core.model import Transformer
 
 _decode = pytest.importorskip("astrai_core.generation._decode", reason="the C extension was not built")
@@ -92,6 +93,68 @@ def test_matvec_int8_sums_exactly(level, k):
         assert ((y - exact).abs() / ((x16.abs() @ q.double().abs().t()) * row_scale)).max() < 1e-6
 
 
+@pytest.mark.parametrize("n", [1, 7, 16, 17, 49152, 151937])
+def test_argmax_is_torchs(level, n):
+    """Greedy decoding's argmax: torch.argmax's index on every vector path, ties (first wins), NaN (first
+    NaN wins), all -inf, a maximum in the tail the vector loop leaves."""
+    g = torch.Generator().manual_seed(n)
+    rows = [torch.randn(n, generator=g), torch.round(torch.randn(n, generator=g) * 2),
+            torch.full((n,), float("-inf")), torch.randn(n, generator=g)]
+    rows[3][-1] = 50.0
+    nan = torch.randn(n, generator=g)
+    nan[torch.randint(0, n, (3,), generator=g)] = float("nan")
+    rows.append(nan)
+    for x in rows:
+        assert kernels.argmax(x) == int(torch.argmax(x))
+    assert kernels.argmax(torch.tensor([1.0, 3.0, 2.0, 3.0] * 9)) == 1
+
+
+# (temperature, top_k, top_p, repetition penalty): the app's settings, top-k before top-p, top-k alone,
+# a narrow nucleus, plain temperature (the whole vocabulary), greedy on the penalized row
+SAMPLING = [(0.7, 0, 0.9, 1.1), (1.3, 50, 0.95, 1.2), (0.5, 5, 1.0, 1.0), (1.0, 0, 0.3, 1.0), (1.0, 0, 0.995, 1.0),
+            (1.0, 0, 1.0, 1.0), (0.0, 0, 1.0, 1.3)]
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p,penalty", SAMPLING)
+def test_sample_makes_the_torch_functions_choice(level, temperature, top_k, top_p, penalty):
+    """One C call (kernels.sample) against sampling.py's torch functions, on a peaked row like a language
+    model's (49k vocabulary, some -inf), a flat one, and one token far above the rest (the top-k or the
+    nucleus reach past e^-8 of it: the candidates widen), with ids seen twice in the history (penalized once): for each of 300 uniform numbers u the C token is the one whose slice
+    [lo, hi) of the torch functions' cumulative probabilities holds u (to 1e-5: the two compute e^x and
+    the nucleus' edge in different precisions)."""
+    g = torch.Generator().manual_seed(5)
+    peaked, flat = torch.randn(49152, generator=g) * 4, torch.randn(3000, generator=g) * 0.3
+    peaked[torch.randint(0, 49152, (100,), generator=g)] = float("-inf")
+    spike = torch.randn(5000, generator=g) * 0.5
+    spike[17] = 12.0  # ~97% of the mass at temperature 1
+    for x in (peaked, flat, spike):
+        prev = torch.randint(0, x.shape[0], (300,), generator=g)
+        prev[:50] = prev[50:100]
+        z = apply_repetition_penalty(x, prev, penalty)
+        if temperature == 0.0:
+            assert kernels.sample(x, prev, 0.0, top_k, top_p, penalty, 0.0) == int(torch.argmax(z))
+            continue
+        logits, ids = top_p_filter(top_k_filter(all_tokens(z / temperature), top_k), top_p)
+        ids = torch.arange(x.shape[0]) if ids is None else ids
+        cdf = logits.double().softmax(-1).cumsum(-1)
+        slices = {int(t): (float(cdf[i - 1]) if i else 0.0, float(cdf[i])) for i, t in enumerate(ids)}
+        drawn = set()
+        for u in torch.rand(300, generator=g).tolist():
+            tok = kernels.sample(x, prev, temperature, top_k, top_p, penalty, u)
+            lo, hi = slices[tok]  # a KeyError: a token the filters dropped
+            assert lo - 1e-5 <= u < hi + 1e-5, (tok, u, lo, hi)
+            drawn.add(tok)
+        assert len(drawn) > 1 or slices[tok][1] > 0.9  # (or one token holds the nucleus)
+
+
+def test_sample_rejects_bad_arguments():
+    x = torch.zeros(10)
+    with pytest.raises(ValueError, match="previous id 10 outside the vocabulary of 10"):
+        kernels.sample(x, torch.tensor([3, 10]), 1.0, 0, 1.0, 1.2, 0.5)
+    with pytest.raises(ValueError, match="u outside"):
+        kernels.sample(x, torch.tensor([3]), 1.0, 0, 1.0, 1.2, 1.0)
+
+
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
 def test_dequantize_int8_folds_the_row_scales(out_dtype):
     """The prefill weight: int8 times its row scale, rounded once to the output dtype (as PyTorch rounds)."""
@@ -140,7 +203,7 @@ def stepwise_logits(engine: Engine, ids: list[int], n_prompt: int) -> torch.Tens
     with torch.inference_mode():
         steps = [engine._forward(t[:, :n_prompt], torch.arange(n_prompt), kv, 0, None)]
         for i in range(n_prompt, len(ids) - 1):
-            steps.append(engine._forward(t[:, i:i + 1], torch.tensor([i]), kv, i, None))
+            steps.append(engine._decode_token(ids[i], i, kv))
     return torch.cat(steps)
 
 
@@ -200,8 +263,10 @@ def test_step_falls_back_outside_its_plan(tok):
     ids = list(range(1, 40))
     with torch.inference_mode():
         eng._forward(torch.tensor([ids[:30]]), torch.arange(30), kv, 0, None)
-        out = eng._forward(torch.tensor([[ids[30]]]), torch.tensor([30]), kv, 30, None)
+        out = eng._decode_token(ids[30], 30, kv)
     assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="outside the step"):  # its rotary rows end at the plan's length
+        eng._step(ids[30], 30, kv, 15)
     with pytest.raises(ValueError, match="outside the cache"):  # the C side checks too
         _decode.token(eng._step.plan, 1, 0, 0, 0, 0, 16, 40, 1, 0)
     with pytest.raises(ValueError, match="outside the embedding"):

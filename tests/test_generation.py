@@ -19,7 +19,8 @@ from astrai_core.generation import Engine, GenerationConfig
 from astrai_core.generation.cache import KVCache
 from astrai_core.generation.engine import held_back, native_bf16
 from astrai_core.generation.quantize import KERNEL_MAX_ROWS, quantize_model
-from astrai_core.generation.sampling import apply_repetition_penalty, next_token, top_k_filter, top_p_filter
+from astrai_core.generation.sampling import (all_tokens, apply_repetition_penalty, draw, next_token, top_k_filter,
+                                             top_p_filter)
 from astrai_core.model import Transformer
 from astrai_core.tokenizer import IM_END, IM_START, Tokenizer, TokenizerConfig
 
@@ -70,12 +71,16 @@ def naive_greedy(model: Transformer, prompt: list[int], n: int) -> list[int]:
 # ---- sampling (pure functions) -------------------------------------------------------------
 def test_top_k_and_top_p_filters_by_hand():
     logits = torch.tensor([1.0, 3.0, 2.0, 0.0])
-    assert torch.isinf(top_k_filter(logits, 2)).tolist() == [True, False, False, True]
-    assert torch.equal(top_k_filter(logits, 0), logits)
+    everything = all_tokens(logits)
+    assert [t.tolist() for t in top_k_filter(everything, 2)] == [[3.0, 2.0], [1, 2]]
+    assert top_k_filter(everything, 0) is everything
     # probs of the sorted logits (3, 2, 1, 0) are about 0.64, 0.24, 0.09, 0.03
-    assert torch.isinf(top_p_filter(logits, 0.5)).tolist() == [True, False, True, True]
-    assert torch.isinf(top_p_filter(logits, 0.8)).tolist() == [True, False, False, True]
-    assert torch.equal(top_p_filter(logits, 1.0), logits)
+    assert top_p_filter(everything, 0.5)[1].tolist() == [1]  # ids of the whole vocabulary: positions
+    assert top_p_filter(everything, 0.8)[1].tolist() == [1, 2]
+    assert top_p_filter(everything, 1.0) is everything
+    # after top-k the nucleus is taken over the renormalized survivors: 0.73 of (3, 2) is token 1
+    assert top_p_filter(top_k_filter(everything, 2), 0.7)[1].tolist() == [1]
+    assert top_p_filter(top_k_filter(everything, 2), 0.75)[1].tolist() == [1, 2]
 
 
 @pytest.mark.parametrize("scale", [0.1, 1.0, 8.0])  # flat (wide nucleus, k widens) to peaked
@@ -84,11 +89,30 @@ def test_top_p_filter_equals_a_full_sort(scale, p):
     logits = torch.randn(5000, generator=torch.Generator().manual_seed(7)) * scale
     sorted_logits, order = torch.sort(logits, descending=True)
     probs = sorted_logits.softmax(-1)
-    keep_sorted = probs.cumsum(-1) - probs < p
-    expected = torch.zeros(5000, dtype=torch.bool).scatter(0, order, keep_sorted)
-    out = top_p_filter(logits, p)
-    assert torch.equal(torch.isfinite(out), expected)
-    assert torch.equal(out[expected], logits[expected])
+    expected = order[probs.cumsum(-1) - probs < p]
+    kept_logits, kept_ids = top_p_filter(all_tokens(logits), p)
+    assert sorted(kept_ids.tolist()) == sorted(expected.tolist())  # equal probabilities may swap places
+    assert torch.equal(kept_logits, logits[kept_ids])
+    kept_probs = logits.softmax(-1)[kept_ids]
+    assert bool((kept_probs[:-1] >= kept_probs[1:]).all())  # most probable first
+
+
+def test_draw_follows_the_softmax_and_never_picks_a_zero_probability_token():
+    logits = torch.tensor([0.0, float("-inf"), 1.0, 2.0, float("-inf")])
+    ids = torch.tensor([10, 11, 12, 13, 14])
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    counts = torch.bincount(torch.tensor([draw((logits, ids), float(u)) for u in torch.rand(n, generator=g)]) - 10,
+                            minlength=5)
+    assert counts[1] == 0 and counts[4] == 0
+    expected = logits.softmax(-1) * n  # about 1800, 4900, 13300
+    assert torch.all((counts - expected).abs() <= 4 * expected.sqrt() + 1), (counts, expected)
+    assert draw((logits, ids), 0.0) == 10 and draw((logits, ids), 0.999999) == 13
+
+
+def test_draw_when_the_uniform_number_rounds_up_to_the_total():
+    logits, ids = torch.tensor([1.0, 2.0, float("-inf")]), torch.tensor([5, 6, 7])
+    assert draw((logits, ids), 1.0) == 6  # u * total == total: the last token with mass, not the -inf one
 
 
 def test_filtered_sampling_draws_only_survivors():

@@ -59,7 +59,7 @@ def test_cached_logits_equal_full_forward_and_transformers(smol):
         full = engine.model(torch.tensor([ids]))[0]  # (T, V), no cache
         steps = [engine._forward(torch.tensor([ids[:n - 6]]), torch.arange(n - 6), cache, 0, None)]
         for t in range(n - 6, n):
-            steps.append(engine._forward(torch.tensor([[ids[t]]]), torch.tensor([t]), cache, t, None))
+            steps.append(engine._decode_token(ids[t], t, cache))
         hf = reference(torch.tensor([ids])).logits[0]
     cached = torch.cat(steps)  # logits at positions n-7 .. n-1
     torch.testing.assert_close(cached, full[n - 7:], atol=2e-4, rtol=1e-4)
@@ -107,7 +107,7 @@ def test_quantized_top1_agreement(smol, continuation, smollm2_gguf, quantize, dt
         b = other.model(ids)[0, n - 1:-1].argmax(-1)
         steps = [other._forward(ids[:, :n], torch.arange(n), cache, 0, None)]
         for t in range(n, ids.shape[1] - 1):
-            steps.append(other._forward(ids[:, t:t + 1], torch.tensor([t]), cache, t, None))
+            steps.append(other._decode_token(int(ids[0, t]), t, cache))
     d = torch.cat(steps).argmax(-1)
     assert torch.equal(a, torch.tensor(generated))  # the float model reproduces its own greedy run
     agree = (a == b).float().mean().item()

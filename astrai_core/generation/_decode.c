@@ -19,6 +19,8 @@
  *   RMSNorm, SwiGLU, residuals), the final RMSNorm and the output head; the residual stream is kept in
  *   float32 and rounded to the activation dtype where the model's own forward (astrai_core/model.py,
  *   the reference it is tested against) rounds it before the head.
+ * argmax, sample: the next token from a row of logits, greedy or sampled (penalty, temperature, top-k,
+ *   top-p, one uniform number), each one call: between two tokens PyTorch's ops run with cold caches.
  *
  * Weights must be contiguous with K a multiple of 32. Paths: AVX-512 (F+BW; level 3 with BF16 and VNNI)
  * and AVX2+FMA, chosen at run time by the CPU; other CPUs and compilers build without them and level()
@@ -837,6 +839,177 @@ static void plan_step(Plan *p, long tok, const void *cos, const void *sin, void 
     run_linear(&p->head, h, bf16, logits, xq, xs, threads);
 }
 
+/* ---- argmax of a row of logits ---------------------------------------------------------------- */
+/* Greedy decoding's choice, the one tensor op left between two tokens: torch.argmax walks 49k float32
+   logits at ~1 element per ns, and right after a token has streamed the weights through the caches it
+   runs ~3x slower than that. Same answer as torch.argmax: the first of equal maxima; the first NaN if
+   there is one. Two passes over x (it is in cache): the maximum, then its first position. */
+#if HAVE_X86
+static long first_nan(const float *x, long n) {
+    for (long i = 0; i < n; i++)
+        if (x[i] != x[i]) return i;
+    return -1;
+}
+
+T512 static long argmax_512(const float *x, long n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    __mmask16 nan = 0;
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        m = _mm512_max_ps(m, v);
+    }
+    float best = _mm512_reduce_max_ps(m);
+    for (long j = i; j < n; j++) best = x[j] > best ? x[j] : best;
+    if (nan || first_nan(x + i, n - i) >= 0) return first_nan(x, n);
+    __m512 b = _mm512_set1_ps(best);
+    for (i = 0; i + 16 <= n; i += 16) {
+        __mmask16 eq = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), b, _CMP_EQ_OQ);
+        if (eq) return i + __builtin_ctz(eq);
+    }
+    for (; x[i] != best; i++) {}
+    return i;
+}
+
+T256 static long argmax_256(const float *x, long n) {
+    __m256 m = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        m = _mm256_max_ps(m, v);
+    }
+    float lanes[8], best = -INFINITY;
+    _mm256_storeu_ps(lanes, m);
+    for (int j = 0; j < 8; j++) best = lanes[j] > best ? lanes[j] : best;
+    for (long j = i; j < n; j++) best = x[j] > best ? x[j] : best;
+    if (_mm256_movemask_ps(nan) || first_nan(x + i, n - i) >= 0) return first_nan(x, n);
+    __m256 b = _mm256_set1_ps(best);
+    for (i = 0; i + 8 <= n; i += 8) {
+        int eq = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), b, _CMP_EQ_OQ));
+        if (eq) return i + __builtin_ctz((unsigned)eq);
+    }
+    for (; x[i] != best; i++) {}
+    return i;
+}
+#endif
+
+static long argmax_f32(const float *x, long n) {  /* level >= 1 */
+#if HAVE_X86
+    return g_level >= 2 ? argmax_512(x, n) : argmax_256(x, n);
+#else
+    (void)x; (void)n;
+    return 0;
+#endif
+}
+
+/* ---- sampling a token from a row of logits ------------------------------------------------------ */
+/* The choice astrai_core/generation/sampling.py's torch functions make (the reference and the fallback):
+   repetition penalty, temperature, top-k, top-p, then one uniform u in [0, 1) against the cumulative
+   probabilities, in one call. Between two tokens each torch op runs with the caches cold from the weights
+   just streamed: the ~20 ops of a top-p draw took ~1 ms per SmolLM2 token that way. The GIL is held
+   throughout, so one pair of scratch buffers (grown to the largest vocabulary seen) serves every caller. */
+typedef struct { float w; int32_t id; } Cand;
+
+static float *g_w;     /* the row as e^(z - max z) */
+static Cand *g_cand;   /* the top candidates */
+static long g_cap;
+
+static int cand_desc(const void *a, const void *b) {  /* largest weight first, then the lower id */
+    const Cand *x = (const Cand *)a, *y = (const Cand *)b;
+    if (x->w != y->w) return x->w < y->w ? 1 : -1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+CLONES static double row_sum(const float *w, long n) {
+    double s = 0.;
+    #pragma omp simd reduction(+ : s)
+    for (long i = 0; i < n; i++) s += w[i];
+    return s;
+}
+
+/* the first token of w[0, n) whose cumulative weight passes u * the total (whole blocks of 64 skipped by
+   their sums); where rounding leaves u * total at the total, the last token with weight. A zero weight
+   is never picked. */
+static long pick_row(const float *w, long n, double u) {
+    double t = u * row_sum(w, n), cum = 0.;
+    long i = 0;
+    for (; i + 64 <= n; i += 64) {
+        double b = row_sum(w + i, 64);
+        if (cum + b > t) break;
+        cum += b;
+    }
+    for (; i < n; i++)
+        if ((cum += w[i]) > t && w[i] > 0.f) return i;
+    for (i = n - 1; i > 0 && !(w[i] > 0.f); i--) {}
+    return i;
+}
+
+/* the same over candidates c[0, n) in their order */
+static long pick_cand(const Cand *c, long n, double u) {
+    double total = 0., cum = 0.;
+    for (long i = 0; i < n; i++) total += c[i].w;
+    double t = u * total;
+    for (long i = 0; i < n; i++)
+        if ((cum += c[i].w) > t && c[i].w > 0.f) return c[i].id;
+    long i = n - 1;
+    while (i > 0 && !(c[i].w > 0.f)) i--;
+    return c[i].id;
+}
+
+CLONES static void scale_row(float *w, long n, float t) {
+    #pragma omp simd
+    for (long i = 0; i < n; i++) w[i] /= t;
+}
+
+CLONES static void flush_tiny(float *w, long n) {  /* exp_nonpos stops at e^-87: a -inf logit must weigh nothing */
+    #pragma omp simd
+    for (long i = 0; i < n; i++) w[i] = w[i] < 1e-37f ? 0.f : w[i];
+}
+
+/* x: n logits; prev: n_prev ids seen so far (the penalty applies once per id) */
+static long sample_row(const float *x, long n, const int64_t *prev, long n_prev, float penalty, float temperature,
+                       long top_k, float top_p, double u) {
+    float *w = g_w, mx, sum;
+    memcpy(w, x, (size_t)n * sizeof(float));
+    for (long j = 0; j < n_prev; j++) {  /* from the input's value: an id seen twice is penalized once */
+        float v = x[prev[j]];
+        w[prev[j]] = v > 0.f ? v / penalty : v * penalty;
+    }
+    if (temperature <= 0.f) return argmax_f32(w, n);
+    scale_row(w, n, temperature > 1e-5f ? temperature : 1e-5f);
+    softmax_part(w, n, 1, &mx, &sum);
+    flush_tiny(w, n);
+    if (top_k <= 0 && top_p >= 1.f) return pick_row(w, n, u);
+    long k = top_k > 0 && top_k < n ? top_k : n, c;
+    double total = row_sum(w, n);
+    /* candidates: every token within a factor `cut` of the largest (e^-8, widened by squaring), until they
+       hold the top k, or (no top-k) at least the mass top-p needs: both are a prefix of the sorted vocabulary */
+    for (float cut = 3.3546e-4f;; cut = cut > 1e-30f ? cut * cut : 0.f) {
+        double mass = 0.;
+        c = 0;
+        for (long i = 0; i < n; i++)
+            if (w[i] >= cut && w[i] > 0.f) {
+                g_cand[c].w = w[i];
+                g_cand[c++].id = (int32_t)i;
+                mass += w[i];
+            }
+        if (cut == 0.f || (top_k > 0 ? c >= k : mass >= (double)top_p * total)) break;
+    }
+    qsort(g_cand, (size_t)c, sizeof(Cand), cand_desc);
+    if (c > k) c = k;
+    if (top_p < 1.f) {  /* the nucleus, over the probabilities renormalized to the top-k when there is one */
+        double base = 0., cum = 0.;
+        if (top_k > 0) for (long i = 0; i < c; i++) base += g_cand[i].w;
+        else base = total;
+        long keep = 0;
+        while (keep < c && cum < (double)top_p * base) cum += g_cand[keep++].w;
+        c = keep;
+    }
+    return pick_cand(g_cand, c, u);
+}
+
 /* ---- Python glue ------------------------------------------------------------------------------ */
 static int as_ptr(PyObject *o, void **p) {
     *p = PyLong_AsVoidPtr(o);
@@ -1062,6 +1235,62 @@ static PyObject *token(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     Py_RETURN_NONE;
 }
 
+/* argmax(x, n) -> index: x a pointer to n >= 1 float32 values */
+static PyObject *argmax(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    void *x;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "argmax takes 2 arguments");
+        return NULL;
+    }
+    long n = PyLong_AsLong(args[1]);
+    if (!as_ptr(args[0], &x) || (n == -1 && PyErr_Occurred()) || !need_level()) return NULL;
+    if (!x || n < 1) {
+        PyErr_SetString(PyExc_ValueError, "argmax of an empty or null row");
+        return NULL;
+    }
+    return PyLong_FromLong(argmax_f32((const float *)x, n));
+}
+
+/* sample(x, n, prev, n_prev, penalty, temperature, top_k, top_p, u) -> id: x n float32 logits, prev n_prev
+   int64 ids (pointers as ints), u uniform in [0, 1); temperature <= 0 is greedy (on the penalized row) */
+static PyObject *sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    void *x, *prev;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "sample takes 9 arguments");
+        return NULL;
+    }
+    long n = PyLong_AsLong(args[1]), n_prev = PyLong_AsLong(args[3]), top_k = PyLong_AsLong(args[6]);
+    double penalty = PyFloat_AsDouble(args[4]), temperature = PyFloat_AsDouble(args[5]);
+    double top_p = PyFloat_AsDouble(args[7]), u = PyFloat_AsDouble(args[8]);
+    if (!as_ptr(args[0], &x) || !as_ptr(args[2], &prev) || PyErr_Occurred() || !need_level()) return NULL;
+    if (!x || n < 1 || n > INT32_MAX || n_prev < 0 || (n_prev && !prev) || !(u >= 0. && u < 1.) || !(penalty > 0.)) {
+        PyErr_SetString(PyExc_ValueError, "sample: empty row, bad ids, u outside [0, 1) or penalty <= 0");
+        return NULL;
+    }
+    for (long j = 0; j < n_prev; j++)
+        if (((const int64_t *)prev)[j] < 0 || ((const int64_t *)prev)[j] >= n) {
+            PyErr_Format(PyExc_ValueError, "sample: previous id %lld outside the vocabulary of %ld",
+                         (long long)((const int64_t *)prev)[j], n);
+            return NULL;
+        }
+    if (n > g_cap) {
+        float *w = malloc((size_t)n * sizeof(float));
+        Cand *c = malloc((size_t)n * sizeof(Cand));
+        if (!w || !c) {
+            free(w);
+            free(c);
+            return PyErr_NoMemory();
+        }
+        free(g_w);
+        free(g_cand);
+        g_w = w, g_cand = c, g_cap = n;
+    }
+    return PyLong_FromLong(sample_row((const float *)x, n, (const int64_t *)prev, n_prev, (float)penalty,
+                                      (float)temperature, top_k, (float)top_p, u));
+}
+
 static PyObject *level(PyObject *self, PyObject *args) {
     (void)self; (void)args;
     return PyLong_FromLong(g_level);
@@ -1082,6 +1311,8 @@ static PyMethodDef methods[] = {
     {"dequant", (PyCFunction)(void (*)(void))dequant, METH_FASTCALL, "int8 rows times their scales -> float32/bfloat16"},
     {"plan", make_plan, METH_VARARGS, "prepare the fused decode step for a model's weights"},
     {"token", (PyCFunction)(void (*)(void))token, METH_FASTCALL, "one decode token: id to float32 logits"},
+    {"argmax", (PyCFunction)(void (*)(void))argmax, METH_FASTCALL, "index of the largest float32 (torch.argmax's answer)"},
+    {"sample", (PyCFunction)(void (*)(void))sample, METH_FASTCALL, "penalty, temperature, top-k, top-p and a draw: one token id"},
     {"level", level, METH_NOARGS, "vector path in use: 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 and VNNI dot products"},
     {"set_level", set_level, METH_O, "cap the vector path (for tests); returns the level now in use"},
     {NULL, NULL, 0, NULL},

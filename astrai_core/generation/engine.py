@@ -345,11 +345,18 @@ class Engine:
                  mask: torch.Tensor | None) -> torch.Tensor:
         """Run ``tokens`` (B, T) through the model writing cache slots ``start..``; last-position logits (B, V)."""
         cache.start = start
-        step = self._step
-        if step is not None and tokens.shape == (1, 1) and mask is None and step.fits(cache, start):
-            return step(int(tokens[0, 0]), int(positions.reshape(-1)[0]), cache, start)
         hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
         return self.model.lm_head(hidden[:, -1]).float()  # (B, V): only the last position is sampled
+
+    def _decode_token(self, token: int, pos: int, cache: KVCache) -> torch.Tensor:
+        """Logits (1, V) of one token of a batch of one at position ``pos``, written to cache slot ``pos``:
+        the compiled step where it fits (ints in: the torch ops between two tokens run with the caches
+        cold from the weights just streamed, ~3x slower than warm), else the model's forward."""
+        step = self._step
+        if step is not None and step.fits(cache, pos):
+            return step(token, pos, cache, pos)
+        return self._forward(torch.tensor([[token]], device=self.device), torch.tensor([pos], device=self.device),
+                             cache, pos, None)
 
 
 class _SessionState:
@@ -385,9 +392,7 @@ class _SessionState:
         return logits
 
     def decode(self, next_ids: list[int]) -> torch.Tensor:
-        pos = len(self.fed)
-        tokens = torch.tensor([next_ids], dtype=torch.long, device=self.engine.device)
-        logits = self.engine._forward(tokens, torch.tensor([pos], device=self.engine.device), self.cache, pos, None)
+        logits = self.engine._decode_token(next_ids[0], len(self.fed), self.cache)
         self.fed.append(next_ids[0])
         return logits
 

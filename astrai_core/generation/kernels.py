@@ -50,6 +50,27 @@ def dequantize_int8(weight: torch.Tensor, scales: torch.Tensor, out: torch.Tenso
     return out
 
 
+def argmax(x: torch.Tensor) -> int:
+    """torch.argmax of a 1-D row (the first of equal maxima, the first NaN if any) as an int, in one C
+    call for contiguous float32 (greedy decoding's per-token op)."""
+    if available() and x.dtype == torch.float32 and x.dim() == 1 and x.is_contiguous() and x.numel() > 0:
+        return _decode.argmax(x.data_ptr(), x.numel())
+    return int(torch.argmax(x))
+
+
+def sample(logits: torch.Tensor, previous: torch.Tensor, temperature: float, top_k: int, top_p: float,
+           penalty: float, u: float) -> int | None:
+    """:func:`~astrai_core.generation.sampling.next_token`'s choice for the uniform number ``u`` in one C
+    call, or None where the C path does not apply (then the torch functions make it)."""
+    if not (available() and logits.dtype == torch.float32 and logits.dim() == 1 and logits.is_contiguous()):
+        return None
+    n_prev = previous.numel() if penalty != 1.0 else 0
+    if n_prev and (previous.dtype != torch.int64 or not previous.is_contiguous()):
+        return None
+    return _decode.sample(logits.data_ptr(), logits.numel(), previous.data_ptr() if n_prev else 0, n_prev,
+                          float(penalty), float(temperature), int(top_k), float(top_p), float(u))
+
+
 def _linear_parts(module: nn.Module) -> tuple[int, torch.Tensor, torch.Tensor | None] | None:
     from astrai_core.generation.quantize import BF16Linear, F32Linear, Int8Linear
 
@@ -81,6 +102,10 @@ class DecodeStep:
         self.dtype = dtype
         self.max_len = max_len  # slots the plan's scratch covers
         self.threads = threads
+        # rotary rows for every position the plan covers, kept here (the model may rebuild its tables)
+        self.cos, self.sin = model.rope_tables(max_len, torch.device("cpu"), dtype)
+        self.rope_row = self.cos.shape[1] * self.cos.element_size()
+        self.vocab = model.lm_head.out_features
 
     @classmethod
     def build(cls, model: nn.Module, dtype: torch.dtype, max_len: int) -> "DecodeStep | None":
@@ -125,12 +150,14 @@ class DecodeStep:
                 and cache.k.device.type == "cpu")
 
     def __call__(self, token: int, pos: int, cache, slot: int) -> torch.Tensor:
-        """Logits (1, vocab) float32 of token id ``token`` at rotary position ``pos``, writing the
-        cache's slot ``slot`` (cache: a :class:`~astrai_core.generation.cache.KVCache` of batch 1)."""
-        cos, sin = self.model.rope_tables(pos + 1, cache.k.device, self.dtype)
-        row = cos.shape[1] * cos.element_size() * pos
-        logits = torch.empty(1, self.model.lm_head.out_features, dtype=torch.float32)
-        _decode.token(self.plan, token, cos.data_ptr() + row, sin.data_ptr() + row, cache.k.data_ptr(),
+        """Logits (1, vocab) float32 of token id ``token`` at rotary position ``pos`` (< max_len), writing
+        the cache's slot ``slot`` (cache: a :class:`~astrai_core.generation.cache.KVCache` of batch 1).
+        Plain ints in, one tensor made: this runs between every two tokens."""
+        if not 0 <= pos < self.max_len:
+            raise ValueError(f"position {pos} is outside the step's {self.max_len} rotary rows")
+        row = self.rope_row * pos
+        logits = torch.empty(1, self.vocab, dtype=torch.float32)
+        _decode.token(self.plan, token, self.cos.data_ptr() + row, self.sin.data_ptr() + row, cache.k.data_ptr(),
                       cache.v.data_ptr(), slot, cache.max_len, min(torch.get_num_threads(), self.threads),
                       logits.data_ptr())
         return logits

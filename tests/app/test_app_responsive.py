@@ -9,7 +9,7 @@ from PySide6.QtCore import QTimer
 from app.store import DOC_INDEXING, DOCS_NONE
 from app_pdfs import write_pdf
 
-SLOW_STEP_S = 0.12  # every forward pass (each decode step) takes at least this long
+SLOW_STEP_S = 0.12  # every decode step takes at least this long
 MEASURE_S = 4.0
 MAX_GAP_MS = 100.0
 LOREM = ("Lighthouses along the northern coast were automated in the nineteen-eighties; keepers kept "
@@ -19,14 +19,14 @@ LOREM = ("Lighthouses along the northern coast were automated in the nineteen-ei
 def test_heartbeat_never_stalls_while_generating_and_indexing(make_window, smollm2_engine, real_embedder,
                                                                fast_settings, tmp_path, qtbot, monkeypatch):
     big = write_pdf(tmp_path / "big.pdf", [f"Page {i + 1}. {LOREM}" for i in range(120)])
-    real_forward = smollm2_engine._forward
+    real_decode = smollm2_engine._decode_token
 
-    def slow_forward(*args, **kwargs):
-        out = real_forward(*args, **kwargs)
+    def slow_decode(*args, **kwargs):
+        out = real_decode(*args, **kwargs)
         time.sleep(SLOW_STEP_S)  # a model whose decode step takes > 100 ms
         return out
 
-    monkeypatch.setattr(smollm2_engine, "_forward", slow_forward)
+    monkeypatch.setattr(smollm2_engine, "_decode_token", slow_decode)
     window = make_window(settings=fast_settings(max_new_tokens=400), engine=smollm2_engine, embedder=real_embedder)
     window.new_conversation()
     window.set_conversation_scope(DOCS_NONE, None)
