@@ -15,6 +15,7 @@ is bounded by that rate, so the two columns show how close a row gets.
     python benchmarks/bench_generate.py                      # everything (tens of minutes on 2 cores)
     python benchmarks/bench_generate.py --models smollm2 --repeats 2 --rounds 3
     python benchmarks/bench_generate.py --models astrai-1b --new-tokens 64
+    python benchmarks/bench_generate.py --paired 12 --dtypes bfloat16,int8 --llama-cpp DIR
 
 ``--engines ...,llama.cpp`` adds llama.cpp on the same machine, the reference the issue's figures come
 from: ``--llama-cpp DIR`` names a llama.cpp build's binary folder (``llama-bench``, ``llama-quantize``;
@@ -23,6 +24,13 @@ into ``--gguf-dir``: SmolLM2 re-quantized from its shipped Q4_1 file (the values
 dequantizes), ``astrai-1b`` as random weights of the same shapes (llama.cpp's ``qwen3`` layout: the
 preset's QK-norm, untied head). float32 runs F32, bfloat16 BF16, int8 Q8_0; ``llama-bench`` times a
 512-token prefill from an empty cache and 128 tokens decoded after 512 (``-d``), as our rows do.
+
+``--paired N`` (with ``--llama-cpp``) replaces the table by a paired comparison of decode alone: per
+model and precision one process keeps our engine loaded while it and ``llama-bench`` take turns, N
+pairs in random order, the same ``--new-tokens`` after the same ``--prompt-len`` context; it reports
+both medians and the median of the per-pair ratios. A fresh process per row (the table) also measures
+load, prefill and peak memory, but each row then runs minutes apart from its llama.cpp row, on memory
+placed anew.
 
 ``--rounds N`` runs the whole set of rows N times, interleaved, and reports medians over rounds, with
 each ratio taken between rows of the same round (on a shared machine the memory bandwidth a process
@@ -180,6 +188,48 @@ def run_ours(args, loaded) -> dict:
             "decode_runs": [r["decode_tok_s"] for r in runs]}
 
 
+def run_paired(args, loaded) -> dict:
+    """``--paired N``: our engine stays loaded in this process while it and ``llama-bench`` take turns, N
+    pairs in random order, each decoding ``--new-tokens`` after a ``--prompt-len`` context (ours reuses
+    the cached prompt, llama-bench fills it untimed with ``-d``). Each pair runs within seconds, so a
+    change in the machine's memory rate hits both sides of it, and no fresh process's memory placement
+    decides a row."""
+    import random
+    import statistics
+
+    from astrai_core.generation import Engine, GenerationConfig
+
+    dtype, quantize = CASES[args.case]
+    engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8)
+    engine.stop_ids = frozenset()
+    prompt = prompt_ids(loaded.config.vocab_size, args.prompt_len, 2)
+    engine.generate(prompt, GenerationConfig(max_new_tokens=8))  # warm-up; the prompt stays cached
+    bench = [str(Path(args.llama_cpp) / "llama-bench"), "-m", args.gguf, "-t", str(args.threads), "-r", "1",
+             "-o", "json", "-p", "0", "-n", str(args.new_tokens), "-d", str(args.prompt_len)]
+
+    def ours() -> float:
+        res = engine.generate(prompt, GenerationConfig(max_new_tokens=args.new_tokens + 1))
+        assert res.prefill_tokens == 1  # the cached prompt was reused
+        return (res.completion_tokens - 1) / res.timings["decode_s"]
+
+    def theirs() -> float:
+        proc = subprocess.run(bench, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"llama-bench failed:\n{proc.stderr[-2000:]}")
+        return json.loads(proc.stdout)[0]["samples_ts"][0]
+
+    mine, other = [], []
+    for _ in range(args.paired):
+        turns = [(mine, ours), (other, theirs)]
+        random.shuffle(turns)
+        for out, fn in turns:
+            out.append(fn())
+    ratio = [a / b for a, b in zip(mine, other)]
+    return {"decode_tok_s": statistics.median(mine), "llamacpp_tok_s": statistics.median(other),
+            "ratio": statistics.median(ratio), "decode_pairs": mine, "llamacpp_pairs": other, "ratio_pairs": ratio,
+            "weights": LLAMA_TYPES[args.case]}
+
+
 def run_hf(args, loaded) -> dict:
     import gc
 
@@ -328,8 +378,59 @@ def child(args) -> None:
         out = run_llamacpp(args)
     else:
         loaded = build_model(args.model)
-        out = run_ours(args, loaded) if args.engine.startswith("astrai") else run_hf(args, loaded)
+        out = (run_paired(args, loaded) if args.paired else run_ours(args, loaded) if args.engine == "astrai"
+               else run_hf(args, loaded))
     print("RESULT " + json.dumps(out))
+
+
+def run_row(args, model: str, case: str, engine: str) -> dict | None:
+    """One measurement in a fresh process (``--paired`` runs ours against llama.cpp in one); None if it failed."""
+    cmd = [sys.executable, __file__, "--child", "--model", model, "--case", case, "--engine", engine,
+           "--threads", str(args.threads), "--prompt-len", str(args.prompt_len),
+           "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--paired", str(args.paired)]
+    if engine == "llama.cpp" or args.paired:
+        cmd += ["--llama-cpp", args.llama_cpp, "--gguf", str(llama_gguf(args, model, case))]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not line:
+        print(f"{model} {case} {engine}: FAILED\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return {"model": model, "case": case, "engine": engine, "threads": args.threads, "prompt_len": args.prompt_len,
+            "new_tokens": args.new_tokens, "repeats": args.repeats, "load_average": os.getloadavg()[0],
+            **json.loads(line[0][7:])}
+
+
+def paired_main(args) -> None:
+    rows = []
+    for model in args.models.split(","):
+        for case in args.dtypes.split(","):
+            row = run_row(args, model, case, "paired")
+            if row is not None:
+                rows.append(row)
+                print(f"{model:10s} {case:9s} ours {' '.join(f'{x:.1f}' for x in row['decode_pairs'])}  llama.cpp "
+                      f"{' '.join(f'{x:.1f}' for x in row['llamacpp_pairs'])}", file=sys.stderr, flush=True)
+    lines = ["| model | precision | pairs | ours decode tok/s: median (range) | llama.cpp | ours / llama.cpp: median (range) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        span = (lambda xs, f: f"{f.format(min(xs))}-{f.format(max(xs))}")
+        lines.append(f"| {r['model']} | {r['case']} | {len(r['decode_pairs'])} | {r['decode_tok_s']:.1f} "
+                     f"({span(r['decode_pairs'], '{:.1f}')}) | {r['weights']} {r['llamacpp_tok_s']:.1f} "
+                     f"({span(r['llamacpp_pairs'], '{:.1f}')}) | {r['ratio']:.2f}x ({span(r['ratio_pairs'], '{:.2f}')}) |")
+    print("\n".join(lines))
+    write_rows(args, rows)
+
+
+def write_rows(args, rows: list[dict]) -> None:
+    """Merge ``rows`` into ``--out``: rows of earlier runs for other (model, precision, engine) stay."""
+    meta = {"machine": cpu_name(), "cpu_count": os.cpu_count(),
+            "int8_note": "int8 is weight-only int8; its ratio is against transformers bfloat16"}
+    out = Path(args.out)
+    keep = []
+    if out.exists():
+        done = {(r["model"], r["case"], r["engine"]) for r in rows}
+        keep = [r for r in json.loads(out.read_text())["rows"] if (r["model"], r["case"], r["engine"]) not in done]
+    out.write_text(json.dumps({"meta": meta, "rows": keep + rows}, indent=2) + "\n")
 
 
 def main() -> None:
@@ -347,6 +448,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--paired", type=int, default=0, metavar="N",
+                   help="instead of the table: our decode against llama.cpp's in N alternating pairs, our engine "
+                        "kept loaded (needs --llama-cpp)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "bench_generate.json"))
     # internal: one measurement in this process
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -357,11 +461,13 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         return child(args)
-    if "llama.cpp" in args.engines.split(",") and not (args.llama_cpp and (Path(args.llama_cpp) / "llama-bench").exists()):
-        raise SystemExit("--engines llama.cpp needs --llama-cpp DIR (or LLAMA_CPP_BIN) with llama-bench and llama-quantize")
+    if ("llama.cpp" in args.engines.split(",") or args.paired) and not (args.llama_cpp and (Path(args.llama_cpp) / "llama-bench").exists()):
+        raise SystemExit("--engines llama.cpp and --paired need --llama-cpp DIR (or LLAMA_CPP_BIN) with llama-bench and llama-quantize")
 
     import statistics
 
+    if args.paired:
+        return paired_main(args)
     rounds = []  # each round runs every row once, so a slow spell on a shared machine hits both engines
     for rnd in range(args.rounds):
         rows = []
@@ -370,20 +476,9 @@ def main() -> None:
                 for engine in args.engines.split(","):
                     if engine == "transformers" and CASES[case][1] is not None:
                         continue  # transformers has no CPU weight-only int8 path; compared with its bf16
-                    cmd = [sys.executable, __file__, "--child", "--model", model, "--case", case, "--engine", engine,
-                           "--threads", str(args.threads), "--prompt-len", str(args.prompt_len),
-                           "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
-                    if engine == "llama.cpp":
-                        cmd += ["--llama-cpp", args.llama_cpp, "--gguf", str(llama_gguf(args, model, case))]
-                    env = dict(os.environ, PYTHONPATH=str(ROOT))
-                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-                    if proc.returncode or not line:
-                        print(f"{model} {case} {engine}: FAILED\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    row = run_row(args, model, case, engine)
+                    if row is None:
                         continue
-                    row = {"model": model, "case": case, "engine": engine, "threads": args.threads,
-                           "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
-                           "load_average": os.getloadavg()[0], **json.loads(line[0][7:])}
                     rows.append(row)
                     print(f"round {rnd + 1} {model:10s} {case:9s} {engine:12s} prefill {row['prefill_tok_s']:8.1f} tok/s  "
                           f"decode {row['decode_tok_s']:6.1f} tok/s  ttft {row['ttft_s']:.2f}s  "
@@ -442,16 +537,8 @@ def main() -> None:
                      f"{r['read_gb_s']:.1f} | {ratio('decode_vs_hf')} | {ratio('prefill_vs_hf')} | "
                      f"{ratio('decode_vs_llamacpp')} | {ratio('prefill_vs_llamacpp')} | {empty} | "
                      f"{ratio('decode0_vs_llamacpp')} | {sampled} |")
-    table = "\n".join(lines)
-    print(table)
-    meta = {"machine": cpu_name(), "cpu_count": os.cpu_count(),
-            "int8_note": "int8 is weight-only int8; its ratio is against transformers bfloat16"}
-    out = Path(args.out)
-    keep = []
-    if out.exists():  # rows of other combinations from earlier runs stay
-        done = {combo(r) for r in rows}
-        keep = [r for r in json.loads(out.read_text())["rows"] if combo(r) not in done]
-    out.write_text(json.dumps({"meta": meta, "rows": keep + rows}, indent=2) + "\n")
+    print("\n".join(lines))
+    write_rows(args, rows)
 
 
 def cpu_name() -> str:

@@ -119,9 +119,10 @@ SAMPLING = [(0.7, 0, 0.9, 1.1), (1.3, 50, 0.95, 1.2), (0.5, 5, 1.0, 1.0), (1.0, 
 def test_sample_makes_the_torch_functions_choice(level, temperature, top_k, top_p, penalty):
     """One C call (kernels.sample) against sampling.py's torch functions, on a peaked row like a language
     model's (49k vocabulary, some -inf), a flat one, and one token far above the rest (the top-k or the
-    nucleus reach past e^-8 of it: the candidates widen), with ids seen twice in the history (penalized once): for each of 300 uniform numbers u the C token is the one whose slice
-    [lo, hi) of the torch functions' cumulative probabilities holds u (to 1e-5: the two compute e^x and
-    the nucleus' edge in different precisions)."""
+    nucleus reach past e^-8 of it: the candidates widen), with ids seen twice in the history (penalized
+    once): for each of 300 uniform numbers u the C token is the one whose slice [lo, hi) of the torch
+    functions' cumulative probabilities holds u (to 1e-5: the two compute e^x and the nucleus' edge in
+    different precisions)."""
     g = torch.Generator().manual_seed(5)
     peaked, flat = torch.randn(49152, generator=g) * 4, torch.randn(3000, generator=g) * 0.3
     peaked[torch.randint(0, 49152, (100,), generator=g)] = float("-inf")

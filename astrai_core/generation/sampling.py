@@ -6,7 +6,8 @@ repetition penalty -> (greedy | temperature -> top-k -> top-p -> draw).
 The filters work on *candidates*: a pair (logits, token ids) that starts as the whole vocabulary
 (ids None: a logit's position is its id) and only ever shrinks, so nothing after a filter touches
 the tokens it dropped. Neither sorts the whole vocabulary (a sort of 49k logits took ~3.4 ms here)
-and the draw is an inverse-CDF lookup of one uniform number (``torch.multinomial`` over 49k probabilities took ~1 ms per token).
+and the draw is an inverse-CDF lookup of one uniform number (``torch.multinomial`` over 49k
+probabilities took ~1 ms per token).
 
 Where the compiled kernels are built, ``next_token`` makes the same choice in one C call
 (:func:`~astrai_core.generation.kernels.sample`): between two decode tokens every torch op runs with
