@@ -87,7 +87,7 @@ def next_token(logits: torch.Tensor, previous: torch.Tensor, temperature: float 
                top_p: float = 1.0, repetition_penalty: float = 1.0,
                generator: torch.Generator | None = None) -> int:
     """Choose the next token id from one row of logits; temperature 0 means greedy. A sampled token takes
-    one uniform number from ``generator`` (so a seed gives the same tokens on either path)."""
+    one uniform number from ``generator``, on either path (a seed reproduces a run)."""
     if temperature <= 0.0 and repetition_penalty == 1.0:
         return argmax(logits)
     u = float(torch.rand((), generator=generator)) if temperature > 0.0 else 0.0
