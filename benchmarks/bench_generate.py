@@ -151,14 +151,23 @@ def medians(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def run_ours(args, loaded) -> dict:
-    from astrai_core.generation import Engine, GenerationConfig
+def our_engine(args, loaded):
+    """Our engine for ``--case``, sized for the prompt and the new tokens, stop ids off (exactly
+    ``--new-tokens`` decoded, even on random weights)."""
+    from astrai_core.generation import Engine
 
     dtype, quantize = CASES[args.case]
-    t = time.perf_counter()
     engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8)
+    engine.stop_ids = frozenset()
+    return engine
+
+
+def run_ours(args, loaded) -> dict:
+    from astrai_core.generation import GenerationConfig
+
+    t = time.perf_counter()
+    engine = our_engine(args, loaded)
     setup_s = time.perf_counter() - t
-    engine.stop_ids = frozenset()  # decode exactly --new-tokens tokens, even on random weights
     nbytes = weight_bytes(engine.model)
     vocab = loaded.config.vocab_size
     t = time.perf_counter()
@@ -197,26 +206,18 @@ def run_paired(args, loaded) -> dict:
     import random
     import statistics
 
-    from astrai_core.generation import Engine, GenerationConfig
+    from astrai_core.generation import GenerationConfig
 
-    dtype, quantize = CASES[args.case]
-    engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8)
-    engine.stop_ids = frozenset()
+    engine = our_engine(args, loaded)
     prompt = prompt_ids(loaded.config.vocab_size, args.prompt_len, 2)
     engine.generate(prompt, GenerationConfig(max_new_tokens=8))  # warm-up; the prompt stays cached
-    bench = [str(Path(args.llama_cpp) / "llama-bench"), "-m", args.gguf, "-t", str(args.threads), "-r", "1",
-             "-o", "json", "-p", "0", "-n", str(args.new_tokens), "-d", str(args.prompt_len)]
-
     def ours() -> float:
         res = engine.generate(prompt, GenerationConfig(max_new_tokens=args.new_tokens + 1))
         assert res.prefill_tokens == 1  # the cached prompt was reused
         return (res.completion_tokens - 1) / res.timings["decode_s"]
 
     def theirs() -> float:
-        proc = subprocess.run(bench, capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"llama-bench failed:\n{proc.stderr[-2000:]}")
-        return json.loads(proc.stdout)[0]["samples_ts"][0]
+        return llama_bench(args, ["-r", "1", "-p", "0", "-n", str(args.new_tokens), "-d", str(args.prompt_len)])[0]
 
     mine, other = [], []
     for _ in range(args.paired):
@@ -346,19 +347,23 @@ def gguf_decode_bytes(path: Path) -> int:
                    if len(t.shape) == 2 and (tied or t.name != "token_embd.weight"))
 
 
+def llama_bench(args, extra: list[str]) -> list[float]:
+    """tokens/s of each of llama-bench's repetitions on ``--gguf`` (``extra``: its test and repeat flags)."""
+    cmd = [str(Path(args.llama_cpp) / "llama-bench"), "-m", args.gguf, "-t", str(args.threads), "-o", "json"]
+    proc = subprocess.run(cmd + extra, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"llama-bench failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)[0]["samples_ts"]
+
+
 def run_llamacpp(args) -> dict:
     import resource
     import statistics
 
     bandwidth = read_bandwidth_gb_s()
-    bench = [str(Path(args.llama_cpp) / "llama-bench"), "-m", args.gguf, "-t", str(args.threads),
-             "-r", str(args.repeats), "-o", "json"]
 
     def timed(extra: list[str]) -> list[float]:
-        proc = subprocess.run(bench + extra, capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"llama-bench failed:\n{proc.stderr[-2000:]}")
-        return json.loads(proc.stdout)[0]["samples_ts"]
+        return llama_bench(args, ["-r", str(args.repeats)] + extra)
 
     prefill = statistics.median(timed(["-p", str(args.prompt_len), "-n", "0"]))
     decode = timed(["-p", "0", "-n", str(args.new_tokens), "-d", str(args.prompt_len)])
@@ -421,6 +426,10 @@ def paired_main(args) -> None:
     write_rows(args, rows)
 
 
+def combo(r: dict) -> tuple[str, str, str]:
+    return r["model"], r["case"], r["engine"]
+
+
 def write_rows(args, rows: list[dict]) -> None:
     """Merge ``rows`` into ``--out``: rows of earlier runs for other (model, precision, engine) stay."""
     meta = {"machine": cpu_name(), "cpu_count": os.cpu_count(),
@@ -428,8 +437,8 @@ def write_rows(args, rows: list[dict]) -> None:
     out = Path(args.out)
     keep = []
     if out.exists():
-        done = {(r["model"], r["case"], r["engine"]) for r in rows}
-        keep = [r for r in json.loads(out.read_text())["rows"] if (r["model"], r["case"], r["engine"]) not in done]
+        done = {combo(r) for r in rows}
+        keep = [r for r in json.loads(out.read_text())["rows"] if combo(r) not in done]
     out.write_text(json.dumps({"meta": meta, "rows": keep + rows}, indent=2) + "\n")
 
 
@@ -492,9 +501,6 @@ def main() -> None:
             if r["engine"] == engine and r["model"] == row["model"] and r["case"] == ref_case:
                 return r
         return None
-
-    def combo(r):
-        return r["model"], r["case"], r["engine"]
 
     def ratios(row, key, engine):  # ours / theirs within each round; the median over rounds is reported
         out = []

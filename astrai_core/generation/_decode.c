@@ -843,65 +843,22 @@ static void plan_step(Plan *p, long tok, const void *cos, const void *sin, void 
 /* Greedy decoding's choice, the one tensor op left between two tokens: torch.argmax walks 49k float32
    logits at ~1 element per ns, and right after a token has streamed the weights through the caches it
    runs ~3x slower than that. Same answer as torch.argmax: the first of equal maxima; the first NaN if
-   there is one. Two passes over x (it is in cache): the maximum, then its first position. */
-#if HAVE_X86
-static long first_nan(const float *x, long n) {
-    for (long i = 0; i < n; i++)
-        if (x[i] != x[i]) return i;
-    return -1;
-}
-
-T512 static long argmax_512(const float *x, long n) {
-    __m512 m = _mm512_set1_ps(-INFINITY);
-    __mmask16 nan = 0;
+   there is one. Two passes over x (it is in cache): the maximum (vectorized, as softmax_part's), then
+   its first position. */
+CLONES static long argmax_f32(const float *x, long n) {
+    float best = -INFINITY;
+    int nan = 0;
+    #pragma omp simd reduction(max : best) reduction(| : nan)
+    for (long i = 0; i < n; i++) {
+        best = x[i] > best ? x[i] : best;
+        nan |= x[i] != x[i];
+    }
     long i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
-        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        m = _mm512_max_ps(m, v);
-    }
-    float best = _mm512_reduce_max_ps(m);
-    for (long j = i; j < n; j++) best = x[j] > best ? x[j] : best;
-    if (nan || first_nan(x + i, n - i) >= 0) return first_nan(x, n);
-    __m512 b = _mm512_set1_ps(best);
-    for (i = 0; i + 16 <= n; i += 16) {
-        __mmask16 eq = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), b, _CMP_EQ_OQ);
-        if (eq) return i + __builtin_ctz(eq);
-    }
-    for (; x[i] != best; i++) {}
+    if (nan)
+        while (x[i] == x[i]) i++;
+    else
+        while (x[i] != best) i++;
     return i;
-}
-
-T256 static long argmax_256(const float *x, long n) {
-    __m256 m = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
-    long i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-        m = _mm256_max_ps(m, v);
-    }
-    float lanes[8], best = -INFINITY;
-    _mm256_storeu_ps(lanes, m);
-    for (int j = 0; j < 8; j++) best = lanes[j] > best ? lanes[j] : best;
-    for (long j = i; j < n; j++) best = x[j] > best ? x[j] : best;
-    if (_mm256_movemask_ps(nan) || first_nan(x + i, n - i) >= 0) return first_nan(x, n);
-    __m256 b = _mm256_set1_ps(best);
-    for (i = 0; i + 8 <= n; i += 8) {
-        int eq = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), b, _CMP_EQ_OQ));
-        if (eq) return i + __builtin_ctz((unsigned)eq);
-    }
-    for (; x[i] != best; i++) {}
-    return i;
-}
-#endif
-
-static long argmax_f32(const float *x, long n) {  /* level >= 1 */
-#if HAVE_X86
-    return g_level >= 2 ? argmax_512(x, n) : argmax_256(x, n);
-#else
-    (void)x; (void)n;
-    return 0;
-#endif
 }
 
 /* ---- sampling a token from a row of logits ------------------------------------------------------ */
