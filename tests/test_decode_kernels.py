@@ -254,6 +254,32 @@ def test_fused_step_attention_shapes(level, tok, monkeypatch, dtype, config, n, 
     assert err < (1e-4 if dtype == "float32" else bf16_tol), err
 
 
+@pytest.mark.parametrize("dtype,quant", [("float32", None), ("bfloat16", None), ("float32", "int8"),
+                                         ("bfloat16", "int8")])
+def test_several_token_step_equals_one_token_steps(level, tok, dtype, quant):
+    """A step of T tokens (a draft to verify) gives, row for row, the very logits and cache entries of T
+    one-token steps, for every T up to ROWS (the linears take rows in fours, then the rest): lookup
+    decoding's output is then exactly the plain decoder's."""
+    eng = Engine(random_loaded(FULL, tok), dtype=dtype, quantize=quant, max_seq_len=64)
+    if dtype == "bfloat16" and eng.dtype != torch.bfloat16:
+        pytest.skip("no native bfloat16 here: bfloat16 runs as float32 activations")
+    c, step = FULL, eng._step
+    ids = torch.randint(0, c.vocab_size, (40,), generator=torch.Generator().manual_seed(4)).tolist()
+    one = KVCache(c.num_layers, 1, c.num_kv_heads, 64, c.head_dim, eng.dtype)
+    with torch.inference_mode():
+        eng._forward(torch.tensor([ids[:20]]), torch.arange(20), one, 0, None)
+    many = KVCache(c.num_layers, 1, c.num_kv_heads, 64, c.head_dim, eng.dtype)
+    many.k.copy_(one.k)
+    many.v.copy_(one.v)
+    singles = torch.cat([step((ids[20 + i],), 20 + i, one, 20 + i) for i in range(step.ROWS)])
+    for T in range(2, step.ROWS + 1):
+        rows = step(tuple(ids[20: 20 + T]), 20, many, 20)
+        assert rows.shape == (T, c.vocab_size)
+        assert torch.equal(rows, singles[:T]), T
+        assert torch.equal(many.k[:, :, :, :20 + T], one.k[:, :, :, :20 + T])
+        assert torch.equal(many.v[:, :, :, :20 + T], one.v[:, :, :, :20 + T])
+
+
 def test_step_falls_back_outside_its_plan(tok):
     """A cache longer than the engine's context (slots the plan has no scratch for) takes PyTorch's path."""
     eng = Engine(random_loaded(FULL, tok), dtype="float32", max_seq_len=16)
@@ -267,11 +293,20 @@ def test_step_falls_back_outside_its_plan(tok):
         out = eng._decode_token(ids[30], 30, kv)
     assert torch.isfinite(out).all()
     with pytest.raises(ValueError, match="outside the step"):  # its rotary rows end at the plan's length
-        eng._step(ids[30], 30, kv, 15)
+        eng._step((ids[30],), 30, kv, 15)
+    with pytest.raises(ValueError, match="outside the step"):  # so do the rows of a several-token step
+        eng._step((1, 2, 3), 14, kv, 14)
+    assert eng._step.fits(kv, 12, 4) and not eng._step.fits(kv, 13, 4) and not eng._step.fits(kv, 0, 9)
     with pytest.raises(ValueError, match="outside the cache"):  # the C side checks too
-        _decode.token(eng._step.plan, 1, 0, 0, 0, 0, 16, 40, 1, 0)
+        _decode.token(eng._step.plan, (1,), 0, 0, 0, 0, 16, 40, 1, 0)
+    with pytest.raises(ValueError, match="outside the cache"):
+        _decode.token(eng._step.plan, (1, 2), 0, 0, 0, 0, 15, 40, 1, 0)
     with pytest.raises(ValueError, match="outside the embedding"):
-        _decode.token(eng._step.plan, FULL.vocab_size, 0, 0, 0, 0, 3, 40, 1, 0)
+        _decode.token(eng._step.plan, (3, FULL.vocab_size), 0, 0, 0, 0, 3, 40, 1, 0)
+    with pytest.raises(ValueError, match="tuple of 1 to 8"):
+        _decode.token(eng._step.plan, tuple(range(9)), 0, 0, 0, 0, 3, 40, 1, 0)
+    with pytest.raises(ValueError, match="tuple of 1 to 8"):
+        _decode.token(eng._step.plan, (), 0, 0, 0, 0, 3, 40, 1, 0)
 
 
 def test_int4_engine_keeps_pytorch_path(tok):

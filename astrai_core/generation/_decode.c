@@ -13,7 +13,8 @@
  *     summed exactly in int32 over blocks of 256 (127 * 32767 * 256 < 2^31) and then in float32, or
  *     where the CPU has AVX512-VNNI as byte dot products on the two bytes of x (dot_i8_vnni);
  *   - float32 weights as they are.
- * token: one token of a batch of one, from its id to float32 logits, in one call: the embedding row,
+ * token: 1-16 tokens of a batch of one (one decode token, or a speculative draft to verify), from ids
+ *   to float32 logits, in one call, every weight row read once for all of them: the embedding row,
  *   every layer (RMSNorm, fused q/k/v with optional bias and QK-norm, rotary, the cache write,
  *   grouped-query attention over the filled slots with the softmax in float32, output projection,
  *   RMSNorm, SwiGLU, residuals), the final RMSNorm and the output head; the residual stream is kept in
@@ -90,6 +91,8 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even; NaN stay
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+enum { W_BF16 = 0, W_INT8 = 1, W_F32 = 2 };  /* weight kinds */
+
 #if HAVE_X86
 /* ---- AVX-512 ------------------------------------------------------------------------------ */
 T512 static inline __m512 bf16x16(const uint16_t *p) {
@@ -138,20 +141,27 @@ T512 static float dot_i8_512(const int8_t *w, const int16_t *x, long K) {
 }
 
 
-/* bfloat16 weights times x rounded to bfloat16, pairs summed in float32 (AVX512-BF16) */
-T512BF static float dot_bf16_dp(const uint16_t *w, const uint16_t *x, long K) {
-    __m512 a = _mm512_setzero_ps(), b = a;
+/* bfloat16 weights times x rounded to bfloat16, pairs summed in float32 (AVX512-BF16): R rows of x
+   (x + r K) against one weight row, each weight vector loaded once for all of them. Each row's sums
+   run in the same order whatever R is, so a row's result does not depend on the rows beside it. */
+T512BF static ALWAYS_INLINE void dot_bf16_dp_t(const uint16_t *w, const uint16_t *x, long K, int R, float *out) {
+    __m512 a[4], b[4];
+    for (int r = 0; r < R; r++) a[r] = b[r] = _mm512_setzero_ps();
     long k = 0;
     for (; k + 64 <= K; k += 64) {
-        a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512((const void *)(w + k)),
-                             (__m512bh)_mm512_loadu_si512((const void *)(x + k)));
-        b = _mm512_dpbf16_ps(b, (__m512bh)_mm512_loadu_si512((const void *)(w + k + 32)),
-                             (__m512bh)_mm512_loadu_si512((const void *)(x + k + 32)));
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(w + k));
+        __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(w + k + 32));
+        for (int r = 0; r < R; r++) {
+            a[r] = _mm512_dpbf16_ps(a[r], w0, (__m512bh)_mm512_loadu_si512((const void *)(x + r * K + k)));
+            b[r] = _mm512_dpbf16_ps(b[r], w1, (__m512bh)_mm512_loadu_si512((const void *)(x + r * K + k + 32)));
+        }
     }
-    for (; k < K; k += 32)
-        a = _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512((const void *)(w + k)),
-                             (__m512bh)_mm512_loadu_si512((const void *)(x + k)));
-    return _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+    for (; k < K; k += 32) {
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(w + k));
+        for (int r = 0; r < R; r++)
+            a[r] = _mm512_dpbf16_ps(a[r], w0, (__m512bh)_mm512_loadu_si512((const void *)(x + r * K + k)));
+    }
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r]));
 }
 
 /* int8 weights times x rounded to int16 (as dot_i8_512), with VNNI byte dot products: x + 32768 is
@@ -164,20 +174,46 @@ T512BF static inline __m512i sum_to_i64(__m512i v) {  /* 16 int32 lanes -> 8 int
                             _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(v, 1)));
 }
 
-T512BF static float dot_i8_vnni(const int8_t *w, const uint8_t *hl, long K) {
-    const uint8_t *hi = hl, *lo = hl + K;
-    __m512i h = _mm512_setzero_si512(), l = h, s = h, ones = _mm512_set1_epi8(1);
+/* R rows of x (planes at hl + 2 K r) against one weight row: the weight vector and its sum S are
+   loaded and taken once for all rows; each row's result is the same whatever R is */
+T512BF static ALWAYS_INLINE void dot_i8_vnni_t(const int8_t *w, const uint8_t *hl, long K, int R, float *out) {
+    __m512i h[4], l[4], s = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
+    for (int r = 0; r < R; r++) h[r] = l[r] = s;
     for (long k = 0; k < K; k += 64) {
         __mmask64 m = k + 64 <= K ? ~0ULL : 0xFFFFFFFFULL;  /* K is a multiple of 32: a last half block */
         __m512i wv = _mm512_maskz_loadu_epi8(m, w + k);
-        h = _mm512_dpbusd_epi32(h, _mm512_maskz_loadu_epi8(m, hi + k), wv);
-        l = _mm512_dpbusd_epi32(l, _mm512_maskz_loadu_epi8(m, lo + k), wv);
+        for (int r = 0; r < R; r++) {
+            const uint8_t *hi = hl + 2 * K * r, *lo = hi + K;
+            h[r] = _mm512_dpbusd_epi32(h[r], _mm512_maskz_loadu_epi8(m, hi + k), wv);
+            l[r] = _mm512_dpbusd_epi32(l[r], _mm512_maskz_loadu_epi8(m, lo + k), wv);
+        }
         s = _mm512_dpbusd_epi32(s, ones, wv);
     }
     /* in int64 (a row's total leaves int32 from K ~ 66000): 256 H + L - 32768 S */
-    __m512i t = _mm512_sub_epi64(_mm512_add_epi64(_mm512_slli_epi64(sum_to_i64(h), 8), sum_to_i64(l)),
-                                 _mm512_slli_epi64(sum_to_i64(s), 15));
-    return (float)_mm512_reduce_add_epi64(t);
+    __m512i s64 = _mm512_slli_epi64(sum_to_i64(s), 15);
+    for (int r = 0; r < R; r++) {
+        __m512i t = _mm512_sub_epi64(_mm512_add_epi64(_mm512_slli_epi64(sum_to_i64(h[r]), 8), sum_to_i64(l[r])), s64);
+        out[r] = (float)_mm512_reduce_add_epi64(t);
+    }
+}
+
+/* the dot products of weight row w with R = 1..4 rows of x, by the AVX512-BF16/VNNI kernels above */
+T512BF static void dot_rows_dp(int kind, const void *w, const void *x, long K, long R, float *out) {
+    if (kind == W_BF16) {
+        switch (R) {
+        case 1: dot_bf16_dp_t(w, x, K, 1, out); break;
+        case 2: dot_bf16_dp_t(w, x, K, 2, out); break;
+        case 3: dot_bf16_dp_t(w, x, K, 3, out); break;
+        default: dot_bf16_dp_t(w, x, K, 4, out); break;
+        }
+    } else {
+        switch (R) {
+        case 1: dot_i8_vnni_t(w, x, K, 1, out); break;
+        case 2: dot_i8_vnni_t(w, x, K, 2, out); break;
+        case 3: dot_i8_vnni_t(w, x, K, 3, out); break;
+        default: dot_i8_vnni_t(w, x, K, 4, out); break;
+        }
+    }
 }
 
 /* a row of x rounded to int16 (scale amax / 32767, returned): as int16 values into q16, or split into
@@ -254,7 +290,6 @@ T256 static float dot_i8_256(const int8_t *w, const int16_t *x, long K) {
 #endif
 
 /* ---- linears: y = x @ W^T for M rows, rows of W split across threads ------------------------ */
-enum { W_BF16 = 0, W_INT8 = 1, W_F32 = 2 };
 
 typedef struct {
     int kind;           /* W_BF16, W_INT8 or W_F32 */
@@ -306,40 +341,56 @@ static int prepare_input(int kind, const float *x, long M, long K, int x_bf16, i
     return 0;
 }
 
-static float dot_row(const Lin *l, long n, const Input *in, long m) {
+/* y[m..m+R) of weight row n, R <= 4 */
+static void dot_rows(const Lin *l, long n, const Input *in, long m, long R, float *out) {
 #if HAVE_X86
     long K = l->K;
     int wide = g_level >= 2;
     switch (l->kind) {
     case W_BF16: {
         const uint16_t *w = (const uint16_t *)l->w + n * K;
-        if (in->dp) return dot_bf16_dp(w, (const uint16_t *)in->xq + m * K, K);
-        return wide ? dot_bf16_512(w, in->xf + m * K, K) : dot_bf16_256(w, in->xf + m * K, K);
+        if (in->dp) {
+            dot_rows_dp(W_BF16, w, (const uint16_t *)in->xq + m * K, K, R, out);
+            return;
+        }
+        for (long r = 0; r < R; r++)
+            out[r] = wide ? dot_bf16_512(w, in->xf + (m + r) * K, K) : dot_bf16_256(w, in->xf + (m + r) * K, K);
+        return;
     }
     case W_INT8: {
         const int8_t *w = (const int8_t *)l->w + n * K;
-        float d = g_level == 3 ? dot_i8_vnni(w, (const uint8_t *)(in->xq + m * K), K)
-                  : wide ? dot_i8_512(w, in->xq + m * K, K) : dot_i8_256(w, in->xq + m * K, K);
-        return d * l->scale[n] * in->xs[m];
+        if (g_level == 3)
+            dot_rows_dp(W_INT8, w, (const uint8_t *)(in->xq + m * K), K, R, out);
+        else
+            for (long r = 0; r < R; r++)
+                out[r] = wide ? dot_i8_512(w, in->xq + (m + r) * K, K) : dot_i8_256(w, in->xq + (m + r) * K, K);
+        for (long r = 0; r < R; r++) out[r] = out[r] * l->scale[n] * in->xs[m + r];
+        return;
     }
     default: {
         const float *w = (const float *)l->w + n * K;
-        return wide ? dot_f32_512(w, in->xf + m * K, K) : dot_f32_256(w, in->xf + m * K, K);
+        for (long r = 0; r < R; r++)
+            out[r] = wide ? dot_f32_512(w, in->xf + (m + r) * K, K) : dot_f32_256(w, in->xf + (m + r) * K, K);
+        return;
     }
     }
 #else
     (void)l; (void)n; (void)in; (void)m;
-    return 0.f;
+    for (long r = 0; r < R; r++) out[r] = 0.f;
 #endif
 }
 
 /* rows n0..n1 of y (M, N): float32 into yf, or bfloat16 into yb */
 static void lin_rows(const Lin *l, const Input *in, float *yf, uint16_t *yb, long n0, long n1) {
+    float v[4];
     for (long n = n0; n < n1; n++)
-        for (long m = 0; m < in->M; m++) {
-            float v = dot_row(l, n, in, m);
-            if (yb) yb[m * l->N + n] = f32_to_bf16(v);
-            else yf[m * l->N + n] = v;
+        for (long m = 0; m < in->M; m += 4) {
+            long R = in->M - m < 4 ? in->M - m : 4;
+            dot_rows(l, n, in, m, R, v);
+            for (long r = 0; r < R; r++) {
+                if (yb) yb[(m + r) * l->N + n] = f32_to_bf16(v[r]);
+                else yf[(m + r) * l->N + n] = v[r];
+            }
         }
 }
 
@@ -712,9 +763,10 @@ typedef struct {
     const void *final_norm;    /* (C,) */
     Lin head;                  /* (vocab, C) */
     void *raw;                 /* the scratch's allocation */
-    float *buf;                /* scratch, sized in make_plan for S_cap positions (64-byte aligned) */
+    float *buf;                /* scratch, sized in make_plan for S_cap positions and R rows (64-byte aligned) */
     size_t off[9];             /* where each of plan_layout's pieces starts in buf (floats) */
     long S_cap;
+    long R;                    /* the most tokens one step takes (<= MAX_ROWS) */
     int threads;               /* the most threads the scratch is sized for */
 } Plan;
 
@@ -757,13 +809,16 @@ static void plan_free(PyObject *capsule) {
     free(p);
 }
 
-/* the step's scratch (floats): x, h (C), qkv, att, gate/up, act, row scales (16), attention, and the
-   linears' rounded inputs (int16 or bytes, kmax values); each piece 64-byte aligned. Returns the total. */
+/* the step's scratch (floats): per row x, h (C), qkv, att, gate/up, act; row scales (16), attention,
+   and the linears' rounded inputs (int16 or bytes, kmax values per row); each piece 64-byte aligned.
+   Returns the total. */
 static size_t plan_layout(Plan *p) {
     long C = p->C, nq = p->nh * p->hs, nk = p->nkv * p->hs, I = p->I, kmax = C > I ? C : I;
     kmax = kmax > nq ? kmax : nq;
-    size_t len[9] = {(size_t)C, (size_t)C, (size_t)(nq + 2 * nk), (size_t)nq, (size_t)(2 * I), (size_t)I, 16,
-                     attend_scratch(p->nh, p->nkv, p->hs, p->S_cap, p->threads), (size_t)(kmax + 1) / 2};
+    size_t R = (size_t)p->R;
+    size_t len[9] = {R * (size_t)C, R * (size_t)C, R * (size_t)(nq + 2 * nk), R * (size_t)nq, R * (size_t)(2 * I),
+                     R * (size_t)I, 16, attend_scratch(p->nh, p->nkv, p->hs, p->S_cap, p->threads),
+                     (R * (size_t)kmax + 1) / 2};
     size_t total = 0;
     for (int i = 0; i < 9; i++) {
         p->off[i] = total;
@@ -772,71 +827,80 @@ static size_t plan_layout(Plan *p) {
     return total;
 }
 
-static void run_linear(const Lin *l, const float *x, int x_bf16, float *y, int16_t *xq, float *xs, int threads) {
-    Input in = {1, x, xq, xs, 0};
-    in.dp = prepare_input(l->kind, x, 1, l->K, x_bf16, xq, xs);
+static void run_linear(const Lin *l, const float *x, long M, int x_bf16, float *y, int16_t *xq, float *xs,
+                       int threads) {
+    Input in = {M, x, xq, xs, 0};
+    in.dp = prepare_input(l->kind, x, M, l->K, x_bf16, xq, xs);
     lin_run(l, &in, y, NULL, threads);
 }
 
-/* token `tok` through the embedding, every layer, the final norm and the head into logits (vocab,)
-   float32; the cache (L, 1, nkv, S_max, hs) gets this token's keys/values at `slot`, and attention
-   covers slots 0..slot */
-static void plan_step(Plan *p, long tok, const void *cos, const void *sin, void *kc, void *vc, long slot,
-                      long S_max, int threads, float *logits) {
-    long C = p->C, nq = p->nh * p->hs, nk = p->nkv * p->hs, I = p->I, S = slot + 1;
+/* tokens toks[0..T) at slots slot..slot+T-1 (rotary rows cos/sin of the first, the next ones following)
+   through the embedding, every layer, the final norm and the head into logits (T, vocab) float32; the
+   cache (L, 1, nkv, S_max, hs) gets their keys/values, and row t attends to slots 0..slot+t. Every
+   weight row is read once for all T rows, and row t's logits are bit for bit those of T one-token steps
+   (each row's work is the one-token step's, in the same order): a speculative draft is verified in one
+   pass over the weights. */
+static void plan_step(Plan *p, const long *toks, long T, const void *cos, const void *sin, void *kc, void *vc,
+                      long slot, long S_max, int threads, float *logits) {
+    long C = p->C, nq = p->nh * p->hs, nk = p->nkv * p->hs, W = nq + 2 * nk, I = p->I, hs = p->hs;
     float *x = p->buf + p->off[0], *h = p->buf + p->off[1], *qkv = p->buf + p->off[2], *att = p->buf + p->off[3];
     float *gu = p->buf + p->off[4], *act = p->buf + p->off[5], *xs = p->buf + p->off[6], *scores = p->buf + p->off[7];
     int16_t *xq = (int16_t *)(p->buf + p->off[8]);
     int bf16 = p->bf16;
     size_t esz = bf16 ? 2 : 4;
-    const char *row = (const char *)p->embed + (size_t)tok * (size_t)C * esz;
-    for (long i = 0; i < C; i++) x[i] = load_f(row, i, bf16);
+    for (long t = 0; t < T; t++) {
+        const char *row = (const char *)p->embed + (size_t)toks[t] * (size_t)C * esz;
+        for (long i = 0; i < C; i++) x[t * C + i] = load_f(row, i, bf16);
+    }
     for (long l = 0; l < p->L; l++) {
         const Layer *ly = &p->layers[l];
-        rmsnorm(x, ly->in_norm, bf16, p->eps, C, h);
-        run_linear(&ly->qkv, h, bf16, qkv, xq, xs, threads);
-        if (ly->qkv_bias)
-            for (long i = 0; i < nq + 2 * nk; i++) qkv[i] += load_f(ly->qkv_bias, i, bf16);
-        float *q = qkv, *k = qkv + nq, *v = k + nk;
-        for (long hd = 0; hd < p->nh; hd++) {
-            if (ly->q_norm) rmsnorm(q + hd * p->hs, ly->q_norm, bf16, p->eps, p->hs, q + hd * p->hs);
-            rope(q + hd * p->hs, cos, sin, bf16, p->hs);
-        }
-        size_t layer_off = (size_t)l * (size_t)p->nkv * (size_t)S_max * (size_t)p->hs;
-        for (long g = 0; g < p->nkv; g++) {
-            if (ly->k_norm) rmsnorm(k + g * p->hs, ly->k_norm, bf16, p->eps, p->hs, k + g * p->hs);
-            rope(k + g * p->hs, cos, sin, bf16, p->hs);
-            size_t off = layer_off + ((size_t)g * (size_t)S_max + (size_t)slot) * (size_t)p->hs;
-            for (long i = 0; i < p->hs; i++) {
-                store_f((char *)kc + off * esz, i, k[g * p->hs + i], bf16);
-                store_f((char *)vc + off * esz, i, v[g * p->hs + i], bf16);
+        for (long t = 0; t < T; t++) rmsnorm(x + t * C, ly->in_norm, bf16, p->eps, C, h + t * C);
+        run_linear(&ly->qkv, h, T, bf16, qkv, xq, xs, threads);
+        size_t layer_off = (size_t)l * (size_t)p->nkv * (size_t)S_max * (size_t)hs;
+        for (long t = 0; t < T; t++) {
+            float *q = qkv + t * W, *k = q + nq, *v = k + nk;
+            const char *c = (const char *)cos + (size_t)t * (size_t)hs * esz, *sn = (const char *)sin + (size_t)t * (size_t)hs * esz;
+            if (ly->qkv_bias)
+                for (long i = 0; i < W; i++) q[i] += load_f(ly->qkv_bias, i, bf16);
+            for (long hd = 0; hd < p->nh; hd++) {
+                if (ly->q_norm) rmsnorm(q + hd * hs, ly->q_norm, bf16, p->eps, hs, q + hd * hs);
+                rope(q + hd * hs, c, sn, bf16, hs);
             }
-        }
-        uint16_t *qb = NULL;  /* the query in bfloat16, in xq (free between the q/k/v and output linears) */
-        if (bf16) {  /* the cache holds bf16: the query meets keys rounded as PyTorch's path rounds them */
-            qb = (uint16_t *)xq;
-            for (long i = 0; i < nq; i++) {
-                qb[i] = f32_to_bf16(q[i]);
-                q[i] = bf16_to_f32(qb[i]);
+            for (long g = 0; g < p->nkv; g++) {
+                if (ly->k_norm) rmsnorm(k + g * hs, ly->k_norm, bf16, p->eps, hs, k + g * hs);
+                rope(k + g * hs, c, sn, bf16, hs);
+                size_t off = layer_off + ((size_t)g * (size_t)S_max + (size_t)(slot + t)) * (size_t)hs;
+                for (long i = 0; i < hs; i++) {
+                    store_f((char *)kc + off * esz, i, k[g * hs + i], bf16);
+                    store_f((char *)vc + off * esz, i, v[g * hs + i], bf16);
+                }
             }
+            uint16_t *qb = NULL;  /* the query in bfloat16, in xq (free between the q/k/v and output linears) */
+            if (bf16) {  /* the cache holds bf16: the query meets keys rounded as PyTorch's path rounds them */
+                qb = (uint16_t *)xq;
+                for (long i = 0; i < nq; i++) {
+                    qb[i] = f32_to_bf16(q[i]);
+                    q[i] = bf16_to_f32(qb[i]);
+                }
+            }
+            Attn a = {q, (char *)kc + layer_off * esz, (char *)vc + layer_off * esz, att + t * nq, bf16,
+                      1, p->nh, p->nkv, slot + t + 1, S_max, hs, 1.f / sqrtf((float)hs), qb};
+            attend_run(&a, scores, threads);
         }
-        Attn a = {q, (char *)kc + layer_off * esz, (char *)vc + layer_off * esz, att, bf16,
-                  1, p->nh, p->nkv, S, S_max, p->hs, 1.f / sqrtf((float)p->hs), qb};
-        attend_run(&a, scores, threads);
-        run_linear(&ly->o, att, bf16, h, xq, xs, threads);
-        for (long i = 0; i < C; i++) x[i] += h[i];
-        rmsnorm(x, ly->post_norm, bf16, p->eps, C, h);
-        run_linear(&ly->gate_up, h, bf16, gu, xq, xs, threads);
-        swiglu(gu, I, act);
-        run_linear(&ly->down, act, bf16, h, xq, xs, threads);
-        for (long i = 0; i < C; i++) x[i] += h[i];
+        run_linear(&ly->o, att, T, bf16, h, xq, xs, threads);
+        for (long i = 0; i < T * C; i++) x[i] += h[i];
+        for (long t = 0; t < T; t++) rmsnorm(x + t * C, ly->post_norm, bf16, p->eps, C, h + t * C);
+        run_linear(&ly->gate_up, h, T, bf16, gu, xq, xs, threads);
+        for (long t = 0; t < T; t++) swiglu(gu + t * 2 * I, I, act + t * I);
+        run_linear(&ly->down, act, T, bf16, h, xq, xs, threads);
+        for (long i = 0; i < T * C; i++) x[i] += h[i];
     }
     if (bf16)  /* the model's forward hands a bfloat16 stream to the final norm, and its output to the head */
-        for (long i = 0; i < C; i++) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
-    rmsnorm(x, p->final_norm, bf16, p->eps, C, h);
+        for (long i = 0; i < T * C; i++) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
+    for (long t = 0; t < T; t++) rmsnorm(x + t * C, p->final_norm, bf16, p->eps, C, h + t * C);
     if (bf16)
-        for (long i = 0; i < C; i++) h[i] = bf16_to_f32(f32_to_bf16(h[i]));
-    run_linear(&p->head, h, bf16, logits, xq, xs, threads);
+        for (long i = 0; i < T * C; i++) h[i] = bf16_to_f32(f32_to_bf16(h[i]));
+    run_linear(&p->head, h, T, bf16, logits, xq, xs, threads);
 }
 
 /* ---- argmax of a row of logits ---------------------------------------------------------------- */
@@ -1082,22 +1146,23 @@ static int parse_lin(PyObject *t, Py_ssize_t i, int kind, long N, long K, Lin *l
     return 1;
 }
 
-/* plan((L, C, nh, nkv, hs, I, eps, bf16, kind, S_cap, threads), layers, top) -> capsule.
+/* plan((L, C, nh, nkv, hs, I, eps, bf16, kind, S_cap, rows, threads), layers, top) -> capsule (rows: the
+   most tokens one step takes, 1..16).
    layers: L tuples (in_norm, post_norm, q_norm, k_norm, qkv_bias, qkv_w, qkv_s, o_w, o_s, gu_w, gu_s,
    down_w, down_s) of pointers (0 = absent); top: (embed, embed_rows, final_norm, head_kind, head_w,
    head_s, vocab). The tensors must outlive the plan. */
 static PyObject *make_plan(PyObject *self, PyObject *args) {
     (void)self;
-    long L, C, nh, nkv, hs, I, S_cap;
+    long L, C, nh, nkv, hs, I, S_cap, R;
     double eps;
     int bf16, kind, threads;
     PyObject *layers, *top;
-    if (!PyArg_ParseTuple(args, "(lllllldiili)O!O!", &L, &C, &nh, &nkv, &hs, &I, &eps, &bf16, &kind, &S_cap,
-                          &threads, &PyList_Type, &layers, &PyTuple_Type, &top))
+    if (!PyArg_ParseTuple(args, "(lllllldiilli)O!O!", &L, &C, &nh, &nkv, &hs, &I, &eps, &bf16, &kind, &S_cap,
+                          &R, &threads, &PyList_Type, &layers, &PyTuple_Type, &top))
         return NULL;
     if (!need_level()) return NULL;
     if (L < 1 || PyList_GET_SIZE(layers) != L || C % 32 || (nh * hs) % 32 || I % 32 || nkv < 1 || nh % nkv ||
-        hs > 1024 || S_cap < 1 || threads < 1 || kind < W_BF16 || kind > W_F32) {
+        hs > 1024 || S_cap < 1 || R < 1 || R > MAX_ROWS || threads < 1 || kind < W_BF16 || kind > W_F32) {
         PyErr_SetString(PyExc_ValueError, "plan: unsupported model shape for the fused decode step");
         return NULL;
     }
@@ -1105,6 +1170,7 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
     if (!p) return PyErr_NoMemory();
     p->L = L; p->C = C; p->nh = nh; p->nkv = nkv; p->hs = hs; p->I = I; p->eps = (float)eps; p->bf16 = bf16;
     p->S_cap = S_cap;
+    p->R = R;
     p->threads = threads;
     p->layers = (Layer *)calloc((size_t)L, sizeof(Layer));
     long nq = nh * hs, nk = nkv * hs;
@@ -1154,9 +1220,9 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
     return capsule;
 }
 
-/* token(plan, tok, cos, sin, k_cache, v_cache, slot, S_max, threads, logits): tok the token id, cos/sin
-   the rotary row of this position (hs), caches (L, 1, nkv, S_max, hs), all in the plan's activation
-   dtype; logits (vocab,) float32 out */
+/* token(plan, toks, cos, sin, k_cache, v_cache, slot, S_max, threads, logits): toks a tuple of 1..rows
+   token ids for slots slot.., cos/sin the rotary row of the first position (hs; the others follow),
+   caches (L, 1, nkv, S_max, hs), all in the plan's activation dtype; logits (len(toks), vocab) float32 out */
 static PyObject *token(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 10) {
@@ -1165,20 +1231,29 @@ static PyObject *token(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     }
     Plan *p = (Plan *)PyCapsule_GetPointer(args[0], "astrai.decode_plan");
     if (!p) return NULL;
+    if (!PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) < 1 || PyTuple_GET_SIZE(args[1]) > p->R) {
+        PyErr_Format(PyExc_ValueError, "token: toks must be a tuple of 1 to %ld token ids", p->R);
+        return NULL;
+    }
+    long T = (long)PyTuple_GET_SIZE(args[1]), toks[MAX_ROWS];
+    for (long t = 0; t < T; t++) {
+        toks[t] = PyLong_AsLong(PyTuple_GET_ITEM(args[1], t));
+        if (PyErr_Occurred()) return NULL;
+        if (toks[t] < 0 || toks[t] >= p->embed_rows) {
+            PyErr_Format(PyExc_ValueError, "token: id %ld outside the embedding (%ld rows)", toks[t], p->embed_rows);
+            return NULL;
+        }
+    }
     void *cos, *sin, *kc, *vc, *logits;
-    long tok = PyLong_AsLong(args[1]);
-    if (PyErr_Occurred() || !as_ptr(args[2], &cos) || !as_ptr(args[3], &sin) || !as_ptr(args[4], &kc) ||
-        !as_ptr(args[5], &vc) || !as_ptr(args[9], &logits))
+    if (!as_ptr(args[2], &cos) || !as_ptr(args[3], &sin) || !as_ptr(args[4], &kc) || !as_ptr(args[5], &vc) ||
+        !as_ptr(args[9], &logits))
         return NULL;
     long slot = PyLong_AsLong(args[6]), S_max = PyLong_AsLong(args[7]);
     int threads = (int)PyLong_AsLong(args[8]);
     if (PyErr_Occurred()) return NULL;
-    if (slot < 0 || slot >= S_max || slot + 1 > p->S_cap || threads < 1) {
-        PyErr_Format(PyExc_ValueError, "token: slot %ld outside the cache (%ld slots, plan for %ld)", slot, S_max, p->S_cap);
-        return NULL;
-    }
-    if (tok < 0 || tok >= p->embed_rows) {
-        PyErr_Format(PyExc_ValueError, "token: id %ld outside the embedding (%ld rows)", tok, p->embed_rows);
+    if (slot < 0 || slot + T > S_max || slot + T > p->S_cap || threads < 1) {
+        PyErr_Format(PyExc_ValueError, "token: slots %ld..%ld outside the cache (%ld slots, plan for %ld)", slot,
+                     slot + T - 1, S_max, p->S_cap);
         return NULL;
     }
     if (!cos || !sin || !kc || !vc || !logits) {
@@ -1187,7 +1262,7 @@ static PyObject *token(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     }
     if (threads > p->threads) threads = p->threads;
     Py_BEGIN_ALLOW_THREADS
-    plan_step(p, tok, cos, sin, kc, vc, slot, S_max, threads, (float *)logits);
+    plan_step(p, toks, T, cos, sin, kc, vc, slot, S_max, threads, (float *)logits);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -1267,7 +1342,7 @@ static PyMethodDef methods[] = {
     {"matvec", (PyCFunction)(void (*)(void))matvec, METH_FASTCALL, "y = x @ W.T for a few rows"},
     {"dequant", (PyCFunction)(void (*)(void))dequant, METH_FASTCALL, "int8 rows times their scales -> float32/bfloat16"},
     {"plan", make_plan, METH_VARARGS, "prepare the fused decode step for a model's weights"},
-    {"token", (PyCFunction)(void (*)(void))token, METH_FASTCALL, "one decode token: id to float32 logits"},
+    {"token", (PyCFunction)(void (*)(void))token, METH_FASTCALL, "1-16 decode tokens of one sequence: ids to float32 logits"},
     {"argmax", (PyCFunction)(void (*)(void))argmax, METH_FASTCALL, "index of the largest float32 (torch.argmax's answer)"},
     {"sample", (PyCFunction)(void (*)(void))sample, METH_FASTCALL, "penalty, temperature, top-k, top-p and a draw: one token id"},
     {"level", level, METH_NOARGS, "vector path in use: 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 and VNNI dot products"},

@@ -68,6 +68,9 @@ class GenerationResult:
     completion_tokens: int
     prefill_tokens: int
     timings: dict[str, float]
+    #: tokens proposed by lookup drafting and verified, and how many of them were generated as proposed
+    drafted: int = 0
+    accepted: int = 0
 
 
 def native_bf16() -> bool:
@@ -117,6 +120,62 @@ def held_back(text: str, stops: Sequence[str]) -> int:
                 best = n
                 break
     return best
+
+
+class _Lookup:
+    """Lookup drafts ("prompt lookup decoding"): the tokens that followed the latest earlier occurrence
+    of the sequence's last ``n`` tokens (the longest ``n`` in ``ngrams`` that occurred). Answers quote
+    their sources and repeat the conversation's names, code and numbers; such a guess costs no model
+    call, and the engine verifies it with the next token in one pass over the weights.
+
+    How far to guess follows how often guesses from an ``n``-token match have been right in this
+    request (a running rate per ``n``, updated by :meth:`hit`/:meth:`miss`): each drafted token costs a
+    fraction ``row_cost`` of a step, so ``k`` maximises the expected tokens per step
+    (1 + a + ... + a^k) / (1 + row_cost k); with a low rate nothing is drafted."""
+
+    PRIOR = 0.5  # the rate a request starts from
+    DECAY = 0.1  # weight of the latest outcome in the running rate
+
+    def __init__(self, tokens: list[int], ngrams: tuple[int, ...], row_cost: float) -> None:
+        self.seq: list[int] = []
+        self.ngrams = ngrams
+        self.row_cost = row_cost
+        self.index: dict[tuple[int, ...], int] = {}  # n-gram -> where its latest continued occurrence ends
+        self.rate = {n: self.PRIOR for n in ngrams}
+        for tok in tokens:
+            self.push(tok)
+
+    def push(self, tok: int) -> None:
+        seq = self.seq
+        seq.append(tok)
+        end = len(seq) - 1  # the n-grams ending here now have a continuation: tok
+        for n in self.ngrams:
+            if end >= n:
+                self.index[tuple(seq[end - n:end])] = end
+
+    def draft(self, most: int) -> tuple[int, list[int]]:
+        """(n, the drafted tokens): at most ``most``, none when no n-gram matched or guessing does not pay."""
+        for n in self.ngrams:
+            end = self.index.get(tuple(self.seq[-n:])) if len(self.seq) >= n else None
+            if end is not None:
+                return n, self.seq[end:end + self.length(self.rate[n], most)]
+        return 0, []
+
+    def length(self, rate: float, most: int) -> int:
+        best, best_gain, expected, p = 0, 1.0, 1.0, 1.0
+        for k in range(1, most + 1):
+            p *= rate
+            expected += p
+            gain = expected / (1 + self.row_cost * k)
+            if gain > best_gain:
+                best, best_gain = k, gain
+        return best
+
+    def hit(self, n: int) -> None:
+        self.rate[n] += self.DECAY * (1.0 - self.rate[n])
+
+    def miss(self, n: int) -> None:
+        self.rate[n] -= self.DECAY * self.rate[n]
 
 
 class _Row:
@@ -188,7 +247,8 @@ class Engine:
     """
 
     def __init__(self, loaded: LoadedModel, dtype: str | None = None, quantize: str | None = None,
-                 max_seq_len: int | None = None, prefill_chunk: int = 512) -> None:
+                 max_seq_len: int | None = None, prefill_chunk: int = 512, lookahead: int = 4,
+                 lookup_ngrams: tuple[int, ...] = (3, 2, 1)) -> None:
         if quantize is not None and quantize not in QUANT_MODES:
             raise ConfigError(f"quantize={quantize!r} is not supported; choose one of {QUANT_MODES} or None")
         self.tokenizer = loaded.tokenizer
@@ -206,6 +266,13 @@ class Engine:
             raise ConfigError(f"max_seq_len must be an integer >= 2, got {max_seq_len!r}")
         self.max_seq_len = min(max_seq_len or ctx, ctx)
         self.prefill_chunk = prefill_chunk
+        if not isinstance(lookahead, int) or not 0 <= lookahead < DecodeStep.ROWS:
+            raise ConfigError(f"lookahead must be an integer in [0, {DecodeStep.ROWS - 1}], got {lookahead!r}")
+        #: the most lookup-drafted tokens verified with each decode token (0: off)
+        self.lookahead = lookahead
+        self.lookup_ngrams = lookup_ngrams
+        #: what one more token in a step costs, as a fraction of a one-token step (lookup drafting's model)
+        self.row_cost = 0.2
         model = loaded.model.to(dtype=self.dtype).eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -327,7 +394,7 @@ class Engine:
                 ttft = time.perf_counter() - t0
             if all(r.finish for r in rows) or self._cancel.is_set():
                 break
-            logits = state.decode(next_ids)
+            logits = state.decode(next_ids, min(r.config.max_new_tokens - len(r.ids) for r in rows) - 1)
         for b, row in enumerate(rows):
             if row.finish is None:
                 delta = row.finish_with("cancelled")
@@ -337,8 +404,8 @@ class Engine:
         t_end = time.perf_counter()
         timings = {"ttft_s": ttft if ttft is not None else t_end - t0,
                    "prefill_s": t_prefill - t0, "decode_s": t_end - t_prefill}
-        return [GenerationResult(r.text, list(r.ids), r.finish, len(r.prompt), len(r.ids),
-                                 state.prefilled[b], dict(timings)) for b, r in enumerate(rows)]
+        return [GenerationResult(r.text, list(r.ids), r.finish, len(r.prompt), len(r.ids), state.prefilled[b],
+                                 dict(timings), state.drafted, state.accepted) for b, r in enumerate(rows)]
 
     @torch.inference_mode()
     def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
@@ -348,13 +415,16 @@ class Engine:
         hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
         return self.model.lm_head(hidden[:, -1]).float()  # (B, V): only the last position is sampled
 
-    def _decode_token(self, token: int, pos: int, cache: KVCache) -> torch.Tensor:
-        """Logits (1, V) of one token of a batch of one at position ``pos``, written to cache slot ``pos``:
-        the compiled step where it fits (ints in: the torch ops between two tokens run with the caches
-        cold from the weights just streamed, ~3x slower than warm), else the model's forward."""
+    def _decode_token(self, token: int, pos: int, cache: KVCache, draft: Sequence[int] = ()) -> torch.Tensor:
+        """Logits (1 + len(draft), V) of one token of a batch of one at position ``pos`` and of the drafted
+        tokens after it, written to cache slots ``pos..``: the compiled step where it fits (ints in: the
+        torch ops between two tokens run with the caches cold from the weights just streamed, ~3x
+        slower than warm), else (no draft) the model's forward."""
         step = self._step
-        if step is not None and step.fits(cache, pos):
-            return step(token, pos, cache, pos)
+        if step is not None and step.fits(cache, pos, 1 + len(draft)):
+            return step((token, *draft), pos, cache, pos)
+        if draft:
+            raise GenerationError("a drafted step needs the compiled decode step")
         return self._forward(torch.tensor([[token]], device=self.device), torch.tensor([pos], device=self.device),
                              cache, pos, None)
 
@@ -373,6 +443,11 @@ class _SessionState:
         self.fed = list(prompt[: self.start])
         engine._cache_tokens = self.fed  # from here on, only what is actually written is valid
         self.prefilled = [0]
+        self.lookup = (_Lookup(prompt, engine.lookup_ngrams, engine.row_cost)
+                       if engine.lookahead and engine._step else None)
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (drafted token, its logits) verified ahead
+        self.matched = 0  # the n-gram length the pending draft came from
+        self.drafted = self.accepted = 0
 
     def prefill(self, cancel: threading.Event) -> torch.Tensor | None:
         e, chunk = self.engine, self.engine.prefill_chunk
@@ -391,10 +466,33 @@ class _SessionState:
             self.prefilled[0] += t
         return logits
 
-    def decode(self, next_ids: list[int]) -> torch.Tensor:
-        logits = self.engine._decode_token(next_ids[0], len(self.fed), self.cache)
-        self.fed.append(next_ids[0])
-        return logits
+    def decode(self, next_ids: list[int], room: int) -> torch.Tensor:
+        """Logits after ``next_ids[0]``; ``room``: how many more tokens could follow it in this request.
+
+        With lookup drafting, the token's step also runs up to ``lookahead`` drafted tokens after it (one
+        pass over the weights, slots beyond the accepted ones are overwritten later); when the sampler
+        then picks the drafted token, its logits are already here. Tokens and logits are exactly those
+        of one-token steps: the output does not change, only how many weight passes it takes."""
+        e, tok, pos = self.engine, next_ids[0], len(self.fed)
+        self.fed.append(tok)
+        if self.lookup is None:
+            return e._decode_token(tok, pos, self.cache)
+        self.lookup.push(tok)
+        if self.pending:
+            drafted, logits = self.pending.pop(0)
+            if drafted == tok:
+                self.accepted += 1
+                self.lookup.hit(self.matched)
+                return logits
+            self.lookup.miss(self.matched)
+            self.pending = []
+        self.matched, draft = self.lookup.draft(min(e.lookahead, room))
+        if draft and not e._step.fits(self.cache, pos, 1 + len(draft)):
+            draft = []
+        rows = e._decode_token(tok, pos, self.cache, draft)
+        self.pending = [(d, rows[i + 1: i + 2]) for i, d in enumerate(draft)]
+        self.drafted += len(draft)
+        return rows[:1]
 
     def close(self) -> None:
         pass
@@ -413,6 +511,7 @@ class _BatchState:
         self.cache = engine._new_cache(len(prompts), self.width + max_new_tokens)
         self.slot = 0
         self.prefilled = [len(p) for p in prompts]
+        self.drafted = self.accepted = 0  # no lookup drafting in batches
 
     def _mask(self, s: int, t: int) -> torch.Tensor:
         """(B, 1, t, s+t): a query in slot i sees real keys in slots <= i, and always itself
@@ -439,7 +538,7 @@ class _BatchState:
         self.slot = self.width
         return logits
 
-    def decode(self, next_ids: list[int]) -> torch.Tensor:
+    def decode(self, next_ids: list[int], room: int) -> torch.Tensor:
         e, s = self.engine, self.slot
         tokens = torch.tensor([[i] for i in next_ids], dtype=torch.long, device=e.device)
         logits = e._forward(tokens, self._positions(s, 1), self.cache, s, self._mask(s, 1))

@@ -1,8 +1,8 @@
 """Python side of the compiled decode kernels (``_decode.c``, built by ``setup.py``).
 
 ``matvec`` serves the low-precision linears of :mod:`astrai_core.generation.quantize` at a few
-rows; :class:`DecodeStep` runs one token (batch of one, the chat/stream path) from its id to its
-logits in one call. Both are optional: where the extension was not built, or the CPU has neither
+rows; :class:`DecodeStep` runs one token, or a few in a row (a speculative draft to verify), of a
+batch of one (the chat/stream path) from ids to logits in one call. Both are optional: where the extension was not built, or the CPU has neither
 AVX2 nor AVX-512, :func:`available` is False and the engine runs PyTorch's ops.
 """
 
@@ -88,13 +88,18 @@ def _ptr(t: torch.Tensor | None) -> int:
 
 
 class DecodeStep:
-    """One decode token for a batch of one, in one call into ``_decode.token``: the embedding row, every
+    """Decode tokens for a batch of one, in one call into ``_decode.token``: the embedding row, every
     layer, the final norm and the output head (float32 logits). Python's per-token work is then the
-    sampling alone (PyTorch ops around the layers took ~0.5 ms of a ~10 ms SmolLM2 token).
+    sampling alone (PyTorch ops around the layers took ~0.5 ms of a ~10 ms SmolLM2 token). One call
+    takes up to :attr:`ROWS` consecutive tokens, reading each weight once for all of them; each row's
+    logits are bit for bit those of one-token calls.
 
     Built once per engine after its model is fused and quantized; it holds raw pointers into the
     model's tensors, so the engine keeps both alive together and never changes the weights after.
     """
+
+    #: the most tokens one call takes
+    ROWS = 8
 
     def __init__(self, plan, model: nn.Module, dtype: torch.dtype, max_len: int, threads: int) -> None:
         self.plan = plan
@@ -137,27 +142,31 @@ class DecodeStep:
                 t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu" for t in (embed, norm)):
             return None
         dims = (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
-                float(c.norm_eps), int(dtype == torch.bfloat16), kinds.pop(), max_len, torch.get_num_threads())
+                float(c.norm_eps), int(dtype == torch.bfloat16), kinds.pop(), max_len, cls.ROWS,
+                torch.get_num_threads())
         if any(d % 32 for d in (c.hidden_size, c.num_heads * c.head_dim, c.intermediate_size)) or c.head_dim > 1024:
             return None
         kind, w, s = head
         top = (embed.data_ptr(), embed.shape[0], norm.data_ptr(), kind, w.data_ptr(), _ptr(s), w.shape[0])
         return cls(_decode.plan(dims, layers, top), model, dtype, max_len, torch.get_num_threads())
 
-    def fits(self, cache, slot: int) -> bool:
-        """Whether a step writing ``slot`` of ``cache`` can run here (batch 1, this dtype, in range)."""
-        return (ENABLED and cache.batch == 1 and cache.k.dtype == self.dtype and slot < min(cache.max_len, self.max_len)
-                and cache.k.device.type == "cpu")
+    def fits(self, cache, slot: int, n: int = 1) -> bool:
+        """Whether a step writing slots ``slot..slot+n-1`` of ``cache`` can run here (batch 1, this dtype,
+        in range, at most :attr:`ROWS` tokens)."""
+        return (ENABLED and 1 <= n <= self.ROWS and cache.batch == 1 and cache.k.dtype == self.dtype
+                and slot + n <= min(cache.max_len, self.max_len) and cache.k.device.type == "cpu")
 
-    def __call__(self, token: int, pos: int, cache, slot: int) -> torch.Tensor:
-        """Logits (1, vocab) float32 of token id ``token`` at rotary position ``pos`` (< max_len), writing
-        the cache's slot ``slot`` (cache: a :class:`~astrai_core.generation.cache.KVCache` of batch 1).
+    def __call__(self, tokens: tuple[int, ...], pos: int, cache, slot: int) -> torch.Tensor:
+        """Logits (len(tokens), vocab) float32 of the token ids ``tokens`` at rotary positions ``pos..``
+        (< max_len), writing the cache's slots ``slot..`` (cache: a
+        :class:`~astrai_core.generation.cache.KVCache` of batch 1); row t attends to slots 0..slot+t.
         Plain ints in, one tensor made: this runs between every two tokens."""
-        if not 0 <= pos < self.max_len:
-            raise ValueError(f"position {pos} is outside the step's {self.max_len} rotary rows")
+        if not (0 <= pos and pos + len(tokens) <= self.max_len):
+            raise ValueError(f"positions {pos}..{pos + len(tokens) - 1} are outside the step's {self.max_len} "
+                             "rotary rows")
         row = self.rope_row * pos
-        logits = torch.empty(1, self.vocab, dtype=torch.float32)
-        _decode.token(self.plan, token, self.cos.data_ptr() + row, self.sin.data_ptr() + row, cache.k.data_ptr(),
+        logits = torch.empty(len(tokens), self.vocab, dtype=torch.float32)
+        _decode.token(self.plan, tokens, self.cos.data_ptr() + row, self.sin.data_ptr() + row, cache.k.data_ptr(),
                       cache.v.data_ptr(), slot, cache.max_len, min(torch.get_num_threads(), self.threads),
                       logits.data_ptr())
         return logits
