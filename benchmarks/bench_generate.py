@@ -153,11 +153,13 @@ def medians(runs: list[dict]) -> dict:
 
 def our_engine(args, loaded):
     """Our engine for ``--case``, sized for the prompt and the new tokens, stop ids off (exactly
-    ``--new-tokens`` decoded, even on random weights)."""
+    ``--new-tokens`` decoded, even on random weights), lookup drafting off: one token per pass over
+    the weights, the work transformers and llama-bench do (bench_lookup.py measures drafting)."""
     from astrai_core.generation import Engine
 
     dtype, quantize = CASES[args.case]
-    engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8)
+    engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8,
+                    lookahead=0)
     engine.stop_ids = frozenset()
     return engine
 
