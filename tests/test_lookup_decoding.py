@@ -119,26 +119,39 @@ def test_drafting_at_the_end_of_the_context(smollm2_gguf, passage):
     assert a.token_ids == b.token_ids and a.accepted > 0
 
 
-def test_lookup_drafts_from_the_latest_longest_match():
+def test_lookup_guesses_from_the_latest_longest_match():
     seq = [1, 2, 3, 9, 9, 2, 3, 7, 8, 5, 4, 2, 3]
-    look = _Lookup(seq, ngrams=(3, 2, 1), row_cost=0.0)  # free rows: draft as far as asked
-    assert look.draft(3) == (2, [7, 8, 5])  # "2 3" last continued by 7 8 5 (not by 9 9 2)
+    look = _Lookup(seq, ngrams=(3, 2, 1), row_cost=0.2)
+    assert look.guess(3) == (2, [7, 8, 5])  # "2 3" last continued by 7 8 5 (not by 9 9 2)
     look.push(7)  # now "2 3 7" occurred before: the 3-gram wins
-    assert look.draft(2) == (3, [8, 5])
-    assert look.draft(9) == (3, [8, 5, 4, 2, 3, 7])  # a draft stops where the sequence does
-    assert _Lookup([1, 2, 3], (2, 1), 0.0).draft(4) == (0, [])  # nothing to match
+    assert look.guess(2) == (3, [8, 5])
+    assert look.guess(9) == (3, [8, 5, 4, 2, 3, 7])  # a guess stops where the sequence does
+    assert _Lookup([1, 2, 3], (2, 1), 0.2).guess(4) == (0, [])  # nothing to match
 
 
-def test_lookup_drafts_as_far_as_its_hit_rate_pays():
+def test_draft_length_follows_the_hit_rate():
     look = _Lookup(list(range(20)) * 2, ngrams=(2,), row_cost=0.2)
-    assert len(look.draft(7)[1]) == 1  # the prior rate 0.5: one token
+    assert look.length(look.rate[2], 7) == 1  # the prior rate 0.5: one token
     for _ in range(40):
         look.hit(2)
-    assert len(look.draft(7)[1]) == 7  # right every time: as far as allowed
+    assert look.length(look.rate[2], 7) == 7  # right every time: as far as allowed
+    assert look.length(look.rate[2], 3) == 3
     for _ in range(40):
         look.miss(2)
-    assert look.draft(7) == (2, [])  # always wrong: a draft would cost more than it saves
-    assert look.length(0.9, 0) == 0
+    assert look.length(look.rate[2], 7) == 0  # always wrong: a draft would cost more than it saves
+    assert _Lookup([], (2,), row_cost=0.0).length(0.1, 5) == 5  # free rows: any chance pays
+
+
+def test_undrafted_guesses_still_teach_the_rate(engines, passage, monkeypatch):
+    """A request whose rate fell below drafting still checks its guesses, so drafting resumes when the
+    answer starts to quote (here: rates that start at 0 recover and drafts follow)."""
+    on, off = engines
+    prompt = grounded(on, passage, "Quote the first sentence of the source.")
+    cfg = GenerationConfig(max_new_tokens=60)
+    monkeypatch.setattr(_Lookup, "PRIOR", 0.0)
+    a = on.generate(prompt, cfg)
+    assert a.token_ids == off.generate(prompt, cfg).token_ids
+    assert a.accepted > 0
 
 
 def test_lookahead_is_validated(smollm2_gguf):

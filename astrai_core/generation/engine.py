@@ -129,9 +129,10 @@ class _Lookup:
     call, and the engine verifies it with the next token in one pass over the weights.
 
     How far to guess follows how often guesses from an ``n``-token match have been right in this
-    request (a running rate per ``n``, updated by :meth:`hit`/:meth:`miss`): each drafted token costs a
-    fraction ``row_cost`` of a step, so ``k`` maximises the expected tokens per step
-    (1 + a + ... + a^k) / (1 + row_cost k); with a low rate nothing is drafted."""
+    request (a running rate per ``n``, updated by :meth:`hit`/:meth:`miss`, also for guesses not
+    drafted): each drafted token costs a fraction ``row_cost`` of a step, so :meth:`length` picks the
+    ``k`` that maximises the expected tokens per step (1 + a + ... + a^k) / (1 + row_cost k); with a
+    low rate nothing is drafted."""
 
     PRIOR = 0.5  # the rate a request starts from
     DECAY = 0.1  # weight of the latest outcome in the running rate
@@ -153,15 +154,16 @@ class _Lookup:
             if end >= n:
                 self.index[tuple(seq[end - n:end])] = end
 
-    def draft(self, most: int) -> tuple[int, list[int]]:
-        """(n, the drafted tokens): at most ``most``, none when no n-gram matched or guessing does not pay."""
+    def guess(self, most: int) -> tuple[int, list[int]]:
+        """(n, up to ``most`` tokens that followed the latest earlier occurrence of the last n), or (0, [])."""
         for n in self.ngrams:
             end = self.index.get(tuple(self.seq[-n:])) if len(self.seq) >= n else None
             if end is not None:
-                return n, self.seq[end:end + self.length(self.rate[n], most)]
+                return n, self.seq[end:end + most]
         return 0, []
 
     def length(self, rate: float, most: int) -> int:
+        """How many tokens of a guess to draft at hit rate ``rate`` (at most ``most``)."""
         best, best_gain, expected, p = 0, 1.0, 1.0, 1.0
         for k in range(1, most + 1):
             p *= rate
@@ -445,8 +447,10 @@ class _SessionState:
         self.prefilled = [0]
         self.lookup = (_Lookup(prompt, engine.lookup_ngrams, engine.row_cost)
                        if engine.lookahead and engine._step else None)
-        self.pending: list[tuple[int, torch.Tensor]] = []  # (drafted token, its logits) verified ahead
-        self.matched = 0  # the n-gram length the pending draft came from
+        # the guess for the next positions: (token, its logits, verified ahead) or, for one not worth
+        # drafting, (token, None), kept only to learn the hit rate
+        self.pending: list[tuple[int, torch.Tensor | None]] = []
+        self.matched = 0  # the n-gram length the pending guess came from
         self.drafted = self.accepted = 0
 
     def prefill(self, cancel: threading.Event) -> torch.Tensor | None:
@@ -477,20 +481,24 @@ class _SessionState:
         self.fed.append(tok)
         if self.lookup is None:
             return e._decode_token(tok, pos, self.cache)
-        self.lookup.push(tok)
+        look = self.lookup
+        look.push(tok)
         if self.pending:
-            drafted, logits = self.pending.pop(0)
-            if drafted == tok:
-                self.accepted += 1
-                self.lookup.hit(self.matched)
-                return logits
-            self.lookup.miss(self.matched)
-            self.pending = []
-        self.matched, draft = self.lookup.draft(min(e.lookahead, room))
+            guessed, logits = self.pending.pop(0)
+            if guessed != tok:
+                look.miss(self.matched)
+                self.pending = []
+            else:
+                look.hit(self.matched)
+                if logits is not None:
+                    self.accepted += 1
+                    return logits
+        self.matched, guess = look.guess(min(e.lookahead, room))
+        draft = guess[: look.length(look.rate[self.matched], len(guess))] if guess else []
         if draft and not e._step.fits(self.cache, pos, 1 + len(draft)):
             draft = []
         rows = e._decode_token(tok, pos, self.cache, draft)
-        self.pending = [(d, rows[i + 1: i + 2]) for i, d in enumerate(draft)]
+        self.pending = [(d, rows[i + 1: i + 2]) for i, d in enumerate(draft)] or [(t, None) for t in guess[:1]]
         self.drafted += len(draft)
         return rows[:1]
 
