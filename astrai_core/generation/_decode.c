@@ -48,6 +48,13 @@
 #define ALWAYS_INLINE inline
 #endif
 #define BLOCK 256
+#if defined(__GNUC__) && !defined(__clang__)
+#define UNROLL4 _Pragma("GCC unroll 4")  /* the row loops of the multi-row dot products: registers, not memory */
+#elif defined(__clang__)
+#define UNROLL4 _Pragma("unroll 4")
+#else
+#define UNROLL4
+#endif
 
 /* Scratch buffers start on 64-byte boundaries (one cache line, one AVX-512 vector): an input row the
    linears read at another offset splits every vector load across two lines (two plans of the same 1B
@@ -146,22 +153,22 @@ T512 static float dot_i8_512(const int8_t *w, const int16_t *x, long K) {
    run in the same order whatever R is, so a row's result does not depend on the rows beside it. */
 T512BF static ALWAYS_INLINE void dot_bf16_dp_t(const uint16_t *w, const uint16_t *x, long K, int R, float *out) {
     __m512 a[4], b[4];
-    for (int r = 0; r < R; r++) a[r] = b[r] = _mm512_setzero_ps();
+    UNROLL4 for (int r = 0; r < R; r++) a[r] = b[r] = _mm512_setzero_ps();
     long k = 0;
     for (; k + 64 <= K; k += 64) {
         __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(w + k));
         __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(w + k + 32));
-        for (int r = 0; r < R; r++) {
+        UNROLL4 for (int r = 0; r < R; r++) {
             a[r] = _mm512_dpbf16_ps(a[r], w0, (__m512bh)_mm512_loadu_si512((const void *)(x + r * K + k)));
             b[r] = _mm512_dpbf16_ps(b[r], w1, (__m512bh)_mm512_loadu_si512((const void *)(x + r * K + k + 32)));
         }
     }
     for (; k < K; k += 32) {
         __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)(w + k));
-        for (int r = 0; r < R; r++)
+        UNROLL4 for (int r = 0; r < R; r++)
             a[r] = _mm512_dpbf16_ps(a[r], w0, (__m512bh)_mm512_loadu_si512((const void *)(x + r * K + k)));
     }
-    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r]));
+    UNROLL4 for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r]));
 }
 
 /* int8 weights times x rounded to int16 (as dot_i8_512), with VNNI byte dot products: x + 32768 is
@@ -178,11 +185,11 @@ T512BF static inline __m512i sum_to_i64(__m512i v) {  /* 16 int32 lanes -> 8 int
    loaded and taken once for all rows; each row's result is the same whatever R is */
 T512BF static ALWAYS_INLINE void dot_i8_vnni_t(const int8_t *w, const uint8_t *hl, long K, int R, float *out) {
     __m512i h[4], l[4], s = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
-    for (int r = 0; r < R; r++) h[r] = l[r] = s;
+    UNROLL4 for (int r = 0; r < R; r++) h[r] = l[r] = s;
     for (long k = 0; k < K; k += 64) {
         __mmask64 m = k + 64 <= K ? ~0ULL : 0xFFFFFFFFULL;  /* K is a multiple of 32: a last half block */
         __m512i wv = _mm512_maskz_loadu_epi8(m, w + k);
-        for (int r = 0; r < R; r++) {
+        UNROLL4 for (int r = 0; r < R; r++) {
             const uint8_t *hi = hl + 2 * K * r, *lo = hi + K;
             h[r] = _mm512_dpbusd_epi32(h[r], _mm512_maskz_loadu_epi8(m, hi + k), wv);
             l[r] = _mm512_dpbusd_epi32(l[r], _mm512_maskz_loadu_epi8(m, lo + k), wv);
@@ -191,7 +198,7 @@ T512BF static ALWAYS_INLINE void dot_i8_vnni_t(const int8_t *w, const uint8_t *h
     }
     /* in int64 (a row's total leaves int32 from K ~ 66000): 256 H + L - 32768 S */
     __m512i s64 = _mm512_slli_epi64(sum_to_i64(s), 15);
-    for (int r = 0; r < R; r++) {
+    UNROLL4 for (int r = 0; r < R; r++) {
         __m512i t = _mm512_sub_epi64(_mm512_add_epi64(_mm512_slli_epi64(sum_to_i64(h[r]), 8), sum_to_i64(l[r])), s64);
         out[r] = (float)_mm512_reduce_add_epi64(t);
     }

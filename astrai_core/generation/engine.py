@@ -130,17 +130,17 @@ class _Lookup:
 
     How far to guess follows how often guesses from an ``n``-token match have been right in this
     request (a running rate per ``n``, updated by :meth:`hit`/:meth:`miss`, also for guesses not
-    drafted): each drafted token costs a fraction ``row_cost`` of a step, so :meth:`length` picks the
-    ``k`` that maximises the expected tokens per step (1 + a + ... + a^k) / (1 + row_cost k); with a
-    low rate nothing is drafted."""
+    drafted) and what a step of ``t`` tokens costs (``cost[t]``, relative to one token): :meth:`length`
+    picks the ``k`` that maximises the expected tokens per unit of time, (1 + a + ... + a^k) /
+    cost[1 + k]; with a low rate nothing is drafted."""
 
     PRIOR = 0.5  # the rate a request starts from
     DECAY = 0.1  # weight of the latest outcome in the running rate
 
-    def __init__(self, tokens: list[int], ngrams: tuple[int, ...], row_cost: float) -> None:
+    def __init__(self, tokens: list[int], ngrams: tuple[int, ...], cost: Sequence[float]) -> None:
         self.seq: list[int] = []
         self.ngrams = ngrams
-        self.row_cost = row_cost
+        self.cost = cost
         self.index: dict[tuple[int, ...], int] = {}  # n-gram -> where its latest continued occurrence ends
         self.rate = {n: self.PRIOR for n in ngrams}
         for tok in tokens:
@@ -168,7 +168,7 @@ class _Lookup:
         for k in range(1, most + 1):
             p *= rate
             expected += p
-            gain = expected / (1 + self.row_cost * k)
+            gain = expected / self.cost[1 + k]
             if gain > best_gain:
                 best, best_gain = k, gain
         return best
@@ -273,8 +273,10 @@ class Engine:
         #: the most lookup-drafted tokens verified with each decode token (0: off)
         self.lookahead = lookahead
         self.lookup_ngrams = lookup_ngrams
-        #: what one more token in a step costs, as a fraction of a one-token step (lookup drafting's model)
-        self.row_cost = 0.2
+        # seconds per decode step of t tokens (running averages, index t; None until measured) and
+        # (updated in place) the time of such a step relative to one token, lookup drafting's cost model
+        self._step_s: list[float | None] = [None] * (DecodeStep.ROWS + 1)
+        self.step_cost = [1.0 + 0.2 * (t - 1) for t in range(DecodeStep.ROWS + 1)]
         model = loaded.model.to(dtype=self.dtype).eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -417,6 +419,20 @@ class Engine:
         hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
         return self.model.lm_head(hidden[:, -1]).float()  # (B, V): only the last position is sampled
 
+    def _timed_step(self, token: int, pos: int, cache: KVCache, draft: Sequence[int]) -> torch.Tensor:
+        """:meth:`_decode_token`, timed: ``step_cost`` follows what steps of each size take on this
+        machine, model and precision (a drafted token costs ~0.1-0.4 of a step in bfloat16, ~0.5 in
+        int8: benchmarks/RESULTS.md). Sizes not measured yet keep the assumed 0.2 per token."""
+        t0 = time.perf_counter()
+        logits = self._decode_token(token, pos, cache, draft)
+        dt, t, seconds = time.perf_counter() - t0, 1 + len(draft), self._step_s
+        seconds[t] = dt if seconds[t] is None else seconds[t] + 0.1 * (dt - seconds[t])
+        if seconds[1] is not None:
+            for u in range(1, len(seconds)):
+                if seconds[u] is not None:
+                    self.step_cost[u] = seconds[u] / seconds[1]
+        return logits
+
     def _decode_token(self, token: int, pos: int, cache: KVCache, draft: Sequence[int] = ()) -> torch.Tensor:
         """Logits (1 + len(draft), V) of one token of a batch of one at position ``pos`` and of the drafted
         tokens after it, written to cache slots ``pos..``: the compiled step where it fits (ints in: the
@@ -445,7 +461,7 @@ class _SessionState:
         self.fed = list(prompt[: self.start])
         engine._cache_tokens = self.fed  # from here on, only what is actually written is valid
         self.prefilled = [0]
-        self.lookup = (_Lookup(prompt, engine.lookup_ngrams, engine.row_cost)
+        self.lookup = (_Lookup(prompt, engine.lookup_ngrams, engine.step_cost)
                        if engine.lookahead and engine._step else None)
         # the guess for the next positions: (token, its logits, verified ahead) or, for one not worth
         # drafting, (token, None), kept only to learn the hit rate
@@ -497,7 +513,7 @@ class _SessionState:
         draft = guess[: look.length(look.rate[self.matched], len(guess))] if guess else []
         if draft and not e._step.fits(self.cache, pos, 1 + len(draft)):
             draft = []
-        rows = e._decode_token(tok, pos, self.cache, draft)
+        rows = e._timed_step(tok, pos, self.cache, draft)
         self.pending = [(d, rows[i + 1: i + 2]) for i, d in enumerate(draft)] or [(t, None) for t in guess[:1]]
         self.drafted += len(draft)
         return rows[:1]
