@@ -866,7 +866,8 @@ static void plan_step(Plan *p, const long *toks, long T, const void *cos, const 
         size_t layer_off = (size_t)l * (size_t)p->nkv * (size_t)S_max * (size_t)hs;
         for (long t = 0; t < T; t++) {
             float *q = qkv + t * W, *k = q + nq, *v = k + nk;
-            const char *c = (const char *)cos + (size_t)t * (size_t)hs * esz, *sn = (const char *)sin + (size_t)t * (size_t)hs * esz;
+            size_t rope_off = (size_t)t * (size_t)hs * esz;  /* this row's rotary position */
+            const char *c = (const char *)cos + rope_off, *sn = (const char *)sin + rope_off;
             if (ly->qkv_bias)
                 for (long i = 0; i < W; i++) q[i] += load_f(ly->qkv_bias, i, bf16);
             for (long hd = 0; hd < p->nh; hd++) {
@@ -1349,7 +1350,7 @@ static PyMethodDef methods[] = {
     {"matvec", (PyCFunction)(void (*)(void))matvec, METH_FASTCALL, "y = x @ W.T for a few rows"},
     {"dequant", (PyCFunction)(void (*)(void))dequant, METH_FASTCALL, "int8 rows times their scales -> float32/bfloat16"},
     {"plan", make_plan, METH_VARARGS, "prepare the fused decode step for a model's weights"},
-    {"token", (PyCFunction)(void (*)(void))token, METH_FASTCALL, "1-16 decode tokens of one sequence: ids to float32 logits"},
+    {"token", (PyCFunction)(void (*)(void))token, METH_FASTCALL, "decode tokens of one sequence: ids to float32 logits"},
     {"argmax", (PyCFunction)(void (*)(void))argmax, METH_FASTCALL, "index of the largest float32 (torch.argmax's answer)"},
     {"sample", (PyCFunction)(void (*)(void))sample, METH_FASTCALL, "penalty, temperature, top-k, top-p and a draw: one token id"},
     {"level", level, METH_NOARGS, "vector path in use: 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 and VNNI dot products"},

@@ -134,6 +134,7 @@ class _Lookup:
     picks the ``k`` that maximises the expected tokens per unit of time, (1 + a + ... + a^k) /
     cost[1 + k]; with a low rate nothing is drafted."""
 
+    NGRAMS = (3, 2, 1)  # the match lengths tried, longest first
     PRIOR = 0.5  # the rate a request starts from
     DECAY = 0.1  # weight of the latest outcome in the running rate
 
@@ -143,7 +144,7 @@ class _Lookup:
         self.cost = cost
         self.index: dict[tuple[int, ...], int] = {}  # n-gram -> where its latest continued occurrence ends
         self.rate = {n: self.PRIOR for n in ngrams}
-        for tok in tokens:
+        for tok in tokens:  # ~1 us a token
             self.push(tok)
 
     def push(self, tok: int) -> None:
@@ -249,8 +250,7 @@ class Engine:
     """
 
     def __init__(self, loaded: LoadedModel, dtype: str | None = None, quantize: str | None = None,
-                 max_seq_len: int | None = None, prefill_chunk: int = 512, lookahead: int = 4,
-                 lookup_ngrams: tuple[int, ...] = (3, 2, 1)) -> None:
+                 max_seq_len: int | None = None, prefill_chunk: int = 512, lookahead: int = 4) -> None:
         if quantize is not None and quantize not in QUANT_MODES:
             raise ConfigError(f"quantize={quantize!r} is not supported; choose one of {QUANT_MODES} or None")
         self.tokenizer = loaded.tokenizer
@@ -272,7 +272,6 @@ class Engine:
             raise ConfigError(f"lookahead must be an integer in [0, {DecodeStep.ROWS - 1}], got {lookahead!r}")
         #: the most lookup-drafted tokens verified with each decode token (0: off)
         self.lookahead = lookahead
-        self.lookup_ngrams = lookup_ngrams
         # seconds per decode step of t tokens (running averages, index t; None until measured) and
         # (updated in place) the time of such a step relative to one token, lookup drafting's cost model
         self._step_s: list[float | None] = [None] * (DecodeStep.ROWS + 1)
@@ -461,7 +460,7 @@ class _SessionState:
         self.fed = list(prompt[: self.start])
         engine._cache_tokens = self.fed  # from here on, only what is actually written is valid
         self.prefilled = [0]
-        self.lookup = (_Lookup(prompt, engine.lookup_ngrams, engine.step_cost)
+        self.lookup = (_Lookup(prompt, _Lookup.NGRAMS, engine.step_cost)
                        if engine.lookahead and engine._step else None)
         # the guess for the next positions: (token, its logits, verified ahead) or, for one not worth
         # drafting, (token, None), kept only to learn the hit rate

@@ -1,9 +1,10 @@
 """Python side of the compiled decode kernels (``_decode.c``, built by ``setup.py``).
 
 ``matvec`` serves the low-precision linears of :mod:`astrai_core.generation.quantize` at a few
-rows; :class:`DecodeStep` runs one token, or a few in a row (a speculative draft to verify), of a
-batch of one (the chat/stream path) from ids to logits in one call. Both are optional: where the extension was not built, or the CPU has neither
-AVX2 nor AVX-512, :func:`available` is False and the engine runs PyTorch's ops.
+rows; :class:`DecodeStep` runs one token, or a few in a row (a lookup draft to verify), of a batch
+of one (the chat/stream path) from ids to logits in one call. Both are optional: where the
+extension was not built, or the CPU has neither AVX2 nor AVX-512, :func:`available` is False and
+the engine runs PyTorch's ops.
 """
 
 from __future__ import annotations
