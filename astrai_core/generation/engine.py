@@ -421,7 +421,10 @@ class Engine:
     def _timed_step(self, token: int, pos: int, cache: KVCache, draft: Sequence[int]) -> torch.Tensor:
         """:meth:`_decode_token`, timed: ``step_cost`` follows what steps of each size take on this
         machine, model and precision (a drafted token costs ~0.1-0.4 of a step in bfloat16, ~0.5 in
-        int8: benchmarks/RESULTS.md). Sizes not measured yet keep the assumed 0.2 per token."""
+        int8: benchmarks/RESULTS.md). Sizes not measured yet keep the assumed 0.2 per token. Only the
+        compiled step is timed (PyTorch's path, beyond the step's positions, is another cost)."""
+        if self._step is None or not self._step.fits(cache, pos, 1 + len(draft)):
+            return self._decode_token(token, pos, cache, draft)
         t0 = time.perf_counter()
         logits = self._decode_token(token, pos, cache, draft)
         dt, t, seconds = time.perf_counter() - t0, 1 + len(draft), self._step_s
