@@ -165,6 +165,8 @@ def main() -> None:
     ap.add_argument("--step-cost", action="store_true", help="time the fused step at 1..8 tokens instead")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.rounds < 1 or args.questions < 1 or args.new_tokens < 1:
+        ap.error("--rounds, --questions and --new-tokens must be at least 1")
     import torch
 
     result = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs",
