@@ -98,7 +98,7 @@ def run_answers(args) -> dict:
     for c in colls.values():
         c.close()
     return {"model": str(model), "dtype": str(on.dtype).replace("torch.", ""), "weights": on.weights,
-            "step_cost": [round(c, 2) for c in on.step_cost[1:]], "rows": rows}
+            "step_cost": [round(on.step_cost(t), 2) for t in range(1, on._step.ROWS + 1)], "rows": rows}
 
 
 def summary(result: dict) -> str:

@@ -122,16 +122,16 @@ def test_drafting_at_the_end_of_the_context(smollm2_gguf, passage):
 
 def test_lookup_guesses_from_the_latest_longest_match():
     seq = [1, 2, 3, 9, 9, 2, 3, 7, 8, 5, 4, 2, 3]
-    look = _Lookup(seq, ngrams=(3, 2, 1), cost=COST)
+    look = _Lookup(seq, ngrams=(3, 2, 1), cost=COST.__getitem__)
     assert look.guess(3) == (2, [7, 8, 5])  # "2 3" last continued by 7 8 5 (not by 9 9 2)
     look.push(7)  # now "2 3 7" occurred before: the 3-gram wins
     assert look.guess(2) == (3, [8, 5])
     assert look.guess(9) == (3, [8, 5, 4, 2, 3, 7])  # a guess stops where the sequence does
-    assert _Lookup([1, 2, 3], (2, 1), COST).guess(4) == (0, [])  # nothing to match
+    assert _Lookup([1, 2, 3], (2, 1), COST.__getitem__).guess(4) == (0, [])  # nothing to match
 
 
 def test_draft_length_follows_the_hit_rate():
-    look = _Lookup(list(range(20)) * 2, ngrams=(2,), cost=COST)
+    look = _Lookup(list(range(20)) * 2, ngrams=(2,), cost=COST.__getitem__)
     assert look.length(look.rate[2], 7) == 1  # the prior rate 0.5: one token
     for _ in range(40):
         look.hit(2)
@@ -140,8 +140,8 @@ def test_draft_length_follows_the_hit_rate():
     for _ in range(40):
         look.miss(2)
     assert look.length(look.rate[2], 7) == 0  # always wrong: a draft would cost more than it saves
-    assert _Lookup([], (2,), cost=[1.0] * 9).length(0.1, 5) == 5  # free rows: any chance pays
-    assert _Lookup([], (2,), cost=[0.0, 1.0, 1.1, 3.0, 3.0, 3.0]).length(0.9, 4) == 1  # 3 tokens cost 3 steps
+    assert _Lookup([], (2,), cost=lambda t: 1.0).length(0.1, 5) == 5  # free rows: any chance pays
+    assert _Lookup([], (2,), cost=[0.0, 1.0, 1.1, 3.0, 3.0, 3.0].__getitem__).length(0.9, 4) == 1  # 3 tokens cost 3 steps
 
 
 def test_undrafted_guesses_still_teach_the_rate(engines, passage, monkeypatch):
@@ -169,9 +169,8 @@ def test_step_costs_follow_measured_times(engines, monkeypatch):
     import time as _time
 
     eng = engines[0]
-    saved = (list(eng._step_s), list(eng.step_cost))
+    saved = list(eng._step_s)
     eng._step_s = [None] * len(eng._step_s)  # as a fresh engine
-    eng.step_cost[:] = COST
     cache = eng._new_cache(1, 64)
 
     def fake(token, pos, cache, draft=()):
@@ -181,12 +180,12 @@ def test_step_costs_follow_measured_times(engines, monkeypatch):
     monkeypatch.setattr(eng, "_decode_token", fake)
     try:
         eng._timed_step(1, 0, cache, [2, 3])  # no one-token time yet: costs stay assumed
-        assert eng.step_cost[3] == pytest.approx(1.4)
+        assert eng.step_cost(3) == pytest.approx(1.4)
         for _ in range(3):
             eng._timed_step(1, 0, cache, [])
             eng._timed_step(1, 0, cache, [2, 3])
-        assert eng.step_cost[1] == 1.0
-        assert 2.4 < eng.step_cost[3] < 3.6
-        assert eng.step_cost[5] == pytest.approx(1.8)
+        assert eng.step_cost(1) == 1.0
+        assert 2.4 < eng.step_cost(3) < 3.6
+        assert eng.step_cost(5) == pytest.approx(1.8)
     finally:
-        eng._step_s, eng.step_cost[:] = saved
+        eng._step_s = saved

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -130,15 +130,15 @@ class _Lookup:
 
     How far to guess follows how often guesses from an ``n``-token match have been right in this
     request (a running rate per ``n``, updated by :meth:`hit`/:meth:`miss`, also for guesses not
-    drafted) and what a step of ``t`` tokens costs (``cost[t]``, relative to one token): :meth:`length`
+    drafted) and what a step of ``t`` tokens costs (``cost(t)``, relative to one token): :meth:`length`
     picks the ``k`` that maximises the expected tokens per unit of time, (1 + a + ... + a^k) /
-    cost[1 + k]; with a low rate nothing is drafted."""
+    cost(1 + k); with a low rate nothing is drafted."""
 
     NGRAMS = (3, 2, 1)  # the match lengths tried, longest first
     PRIOR = 0.5  # the rate a request starts from
     DECAY = 0.1  # weight of the latest outcome in the running rate
 
-    def __init__(self, tokens: list[int], ngrams: tuple[int, ...], cost: Sequence[float]) -> None:
+    def __init__(self, tokens: list[int], ngrams: tuple[int, ...], cost: Callable[[int], float]) -> None:
         self.seq: list[int] = []
         self.ngrams = ngrams
         self.cost = cost
@@ -169,7 +169,7 @@ class _Lookup:
         for k in range(1, most + 1):
             p *= rate
             expected += p
-            gain = expected / self.cost[1 + k]
+            gain = expected / self.cost(1 + k)
             if gain > best_gain:
                 best, best_gain = k, gain
         return best
@@ -272,10 +272,8 @@ class Engine:
             raise ConfigError(f"lookahead must be an integer in [0, {DecodeStep.ROWS - 1}], got {lookahead!r}")
         #: the most lookup-drafted tokens verified with each decode token (0: off)
         self.lookahead = lookahead
-        # seconds per decode step of t tokens (running averages, index t; None until measured) and
-        # (updated in place) the time of such a step relative to one token, lookup drafting's cost model
+        # seconds per compiled decode step of t tokens (running averages, index t; None until measured)
         self._step_s: list[float | None] = [None] * (DecodeStep.ROWS + 1)
-        self.step_cost = [1.0 + 0.2 * (t - 1) for t in range(DecodeStep.ROWS + 1)]
         model = loaded.model.to(dtype=self.dtype).eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -418,21 +416,22 @@ class Engine:
         hidden = self.model(tokens, positions, cache.layers, mask, return_hidden=True)  # (B, T, C)
         return self.model.lm_head(hidden[:, -1]).float()  # (B, V): only the last position is sampled
 
+    def step_cost(self, t: int) -> float:
+        """Time of a decode step of ``t`` tokens relative to one token, lookup drafting's cost model: what
+        steps take on this machine, model and precision (a drafted token costs ~0.1-0.4 of a step in
+        bfloat16, ~0.5 in int8: benchmarks/RESULTS.md), or 0.2 per drafted token until both are timed."""
+        one, many = self._step_s[1], self._step_s[t]
+        return many / one if one is not None and many is not None else 1.0 + 0.2 * (t - 1)
+
     def _timed_step(self, token: int, pos: int, cache: KVCache, draft: Sequence[int]) -> torch.Tensor:
-        """:meth:`_decode_token`, timed: ``step_cost`` follows what steps of each size take on this
-        machine, model and precision (a drafted token costs ~0.1-0.4 of a step in bfloat16, ~0.5 in
-        int8: benchmarks/RESULTS.md). Sizes not measured yet keep the assumed 0.2 per token. Only the
-        compiled step is timed (PyTorch's path, beyond the step's positions, is another cost)."""
+        """:meth:`_decode_token`, its time folded into :meth:`step_cost`'s averages. Only the compiled
+        step is timed (PyTorch's path, beyond the step's positions, is another cost)."""
         if self._step is None or not self._step.fits(cache, pos, 1 + len(draft)):
             return self._decode_token(token, pos, cache, draft)
         t0 = time.perf_counter()
         logits = self._decode_token(token, pos, cache, draft)
         dt, t, seconds = time.perf_counter() - t0, 1 + len(draft), self._step_s
         seconds[t] = dt if seconds[t] is None else seconds[t] + 0.1 * (dt - seconds[t])
-        if seconds[1] is not None:
-            for u in range(1, len(seconds)):
-                if seconds[u] is not None:
-                    self.step_cost[u] = seconds[u] / seconds[1]
         return logits
 
     def _decode_token(self, token: int, pos: int, cache: KVCache, draft: Sequence[int] = ()) -> torch.Tensor:
