@@ -12,10 +12,10 @@ import torch
 
 from astrai_core.checkpoint import LoadedModel, load_model
 from astrai_core.config import ModelConfig
-from astrai_core.generation import Engine, GenerationConfig, kernels
+from astrai_core.generation import Engine, GenerationConfig, kernels, quantize
 from astrai_core.generation.cache import KVCache
-from astrai_core.generation.kernels import W_BF16, W_F32, W_INT8, matvec
-from astrai_core.generation.quantize import quantize_int8
+from astrai_core.generation.kernels import W_BF16, W_F32, W_INT8, W_PBF16, matvec
+from astrai_core.generation.quantize import BF16Linear, PackedBF16Linear, quantize_int8
 from astrai_core.generation.sampling import all_tokens, apply_repetition_penalty, top_k_filter, top_p_filter
 from astrai_core.model import Transformer
 
@@ -49,6 +49,77 @@ def test_matvec_bfloat16_weights(level, rows, n, k, act):
     # float32 sums in another order; a bfloat16 output is rounded once (8 bits)
     tol = 1e-4 if act == torch.float32 else 1e-2
     assert ((y.float() - ref).abs() / ref.abs().clamp(min=1.0)).max() < tol
+
+
+def awkward_bf16(n: int, k: int, seed: int) -> torch.Tensor:
+    """Normal weights with the values packing must list apart or treat specially: large and tiny
+    magnitudes, zeros of both signs, subnormals, infinities and NaN."""
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(n, k, generator=g) * 0.02).to(torch.bfloat16)
+    flat = w.view(-1)
+    odd = torch.tensor([300.0, -1e-30, 0.0, -0.0, 1e-40, float("inf"), float("-inf"), float("nan"), 7.5, -2e5])
+    idx = torch.randperm(n * k, generator=g)[: n * k // 600]
+    flat[idx] = odd.repeat(len(idx) // len(odd) + 1)[: len(idx)].to(torch.bfloat16)
+    return w
+
+
+needs_vbmi = pytest.mark.skipif(not kernels.packed_fast(), reason="packed bfloat16 needs AVX512-BF16 and VBMI")
+
+
+@needs_vbmi
+@pytest.mark.parametrize("n,k", [(5, 64), (300, 576), (70, 6912)])
+def test_packed_bfloat16_unpacks_bit_for_bit(n, k):
+    """Packing is lossless: every bit pattern comes back, escapes (rare high bytes, NaN, infinities)
+    included, and a matrix of 1.5 bytes a weight plus the escapes' 6 bytes each."""
+    w = awkward_bf16(n, k, n + k)
+    packed = kernels.pack_bf16(w)
+    assert packed is not None and packed.dtype == torch.uint8
+    size, escapes, _ = _decode.packed_size(w.data_ptr(), n, k)
+    assert packed.numel() == size == 64 + n * k * 3 // 2 + 4 * (n + 1) + 6 * escapes
+    assert escapes >= n * k // 600 // 10 * 6  # the odd values beside 0, -0 and subnormals are escapes
+    out = torch.empty(n, k, dtype=torch.bfloat16)
+    assert torch.equal(kernels.unpack_bf16(packed, out).view(torch.int16), w.view(torch.int16))
+    lin = torch.nn.Linear(k, n, bias=False).to(torch.bfloat16)
+    lin.weight.data.copy_(w)
+    assert torch.equal(PackedBF16Linear(lin, packed).unpacked().view(torch.int16), w.view(torch.int16))
+
+
+@needs_vbmi
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9, 16])
+@pytest.mark.parametrize("act", [torch.float32, torch.bfloat16])
+def test_packed_matvec_equals_unpacked(level, rows, act):
+    """Packed weights give exactly the unpacked kernel's results, on every vector path (the packed
+    kernel where VBMI is on, each row unpacked first on the others), escapes and all."""
+    n, k = 333, 1536
+    w = awkward_bf16(n, k, rows)
+    w.view(-1)[w.view(-1).isnan() | w.view(-1).isinf()] = 5.0  # finite sums, so equality means something
+    _decode.set_level(99)  # packing itself needs the vector path; the product then runs on ``level``'s
+    packed = kernels.pack_bf16(w)
+    _decode.set_level(level)
+    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(rows)).to(act)
+    want = matvec(W_BF16, w, None, x)
+    got = matvec(W_PBF16, packed, None, x, (n, k))
+    assert torch.isfinite(want).all() and torch.equal(got, want)
+
+
+def test_packing_declines_what_it_cannot_pack(level):
+    """Rows not a multiple of 64, weights that are not bfloat16, more than 1/512 escapes (uniformly
+    random bits: ~256 high bytes in use), and any CPU without VBMI: left unpacked (None)."""
+    g = torch.Generator().manual_seed(0)
+    normal = (torch.randn(64, 128, generator=g) * 0.02).to(torch.bfloat16)
+    if not kernels.packed_fast():
+        assert kernels.pack_bf16(normal) is None
+        return
+    assert kernels.pack_bf16(normal) is not None
+    assert kernels.pack_bf16(normal[:, :96].contiguous()) is None
+    assert kernels.pack_bf16(normal.float()) is None
+    noise = torch.randint(-32768, 32767, (64, 128), generator=g, dtype=torch.int16).view(torch.bfloat16)
+    assert kernels.pack_bf16(noise) is None
+    lin = torch.nn.Linear(128, 64, bias=False).to(torch.bfloat16)
+    lin.weight.data.copy_(noise)
+    assert isinstance(quantize.bf16_linear(lin), BF16Linear)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        _decode.packed_size(normal.data_ptr(), 64, 96)
 
 
 @pytest.mark.parametrize("rows", [1, 4])
@@ -313,6 +384,30 @@ def test_int4_engine_keeps_pytorch_path(tok):
     eng = Engine(random_loaded(FULL, tok), dtype="float32", quantize="int4")
     assert eng._step is None
     assert len(eng.generate([1, 2, 3], GenerationConfig(max_new_tokens=4)).token_ids) == 4
+
+
+@needs_vbmi
+def test_real_model_packed_bfloat16_is_exact(smollm2_gguf, tok, monkeypatch):
+    """SmolLM2-135M in bfloat16: every linear packs (its trained weights list ~0.02% apart), and the
+    packed engine's logits (prefill, one-token and several-token steps) equal the unpacked engine's
+    bit for bit."""
+    packed = Engine(load_model(smollm2_gguf), dtype="bfloat16", max_seq_len=256)
+    linears = [m for m in packed.model.modules() if hasattr(m, "out_features")]
+    assert linears and all(isinstance(m, PackedBF16Linear) for m in linears)
+    monkeypatch.setattr(quantize, "PACK_BF16", False)
+    plain = Engine(load_model(smollm2_gguf), dtype="bfloat16", max_seq_len=256)
+    assert not any(isinstance(m, PackedBF16Linear) for m in plain.model.modules())
+    ids = tok.encode_chat([{"role": "user", "content": "Name three rivers in China."}])
+    ids += tok.encode(" The Yangtze, the Yellow River and the Pearl River.")
+    assert torch.equal(stepwise_logits(packed, ids, 10), stepwise_logits(plain, ids, 10))
+    c = packed.config
+    rows = []
+    for eng in (packed, plain):
+        kv = KVCache(c.num_layers, 1, c.num_kv_heads, 64, c.head_dim, eng.dtype)
+        with torch.inference_mode():
+            eng._forward(torch.tensor([ids[:12]]), torch.arange(12), kv, 0, None)
+        rows.append(eng._step(tuple(ids[12:20]), 12, kv, 12))
+    assert torch.equal(rows[0], rows[1])
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,9 @@ except ImportError:  # pragma: no cover - depends on the install
 
 #: set False to force PyTorch's ops everywhere (tests compare the two)
 ENABLED = True
-W_BF16, W_INT8, W_F32 = 0, 1, 2
+W_BF16, W_INT8, W_F32, W_PBF16 = 0, 1, 2, 3
+#: weights packed from bfloat16 only where at most this share of them is listed apart as escapes
+PACK_MAX_ESCAPES = 1 / 512
 
 
 def level() -> int:
@@ -32,15 +34,47 @@ def available() -> bool:
     return ENABLED and _decode is not None and _decode.level() > 0
 
 
-def matvec(kind: int, weight: torch.Tensor, scales: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """x (..., K) @ weight (N, K).T for at most 16 rows of x (float32 or bfloat16, the output's dtype)."""
-    n, k = weight.shape
+def matvec(kind: int, weight: torch.Tensor, scales: torch.Tensor | None, x: torch.Tensor,
+           shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """x (..., K) @ weight (N, K).T for at most 16 rows of x (float32 or bfloat16, the output's dtype);
+    ``shape`` (N, K) for packed weights (bytes)."""
+    n, k = shape or weight.shape
     x2 = x.reshape(-1, k).contiguous()
     y = torch.empty(x2.shape[0], n, dtype=x.dtype)
     _decode.matvec(kind, weight.data_ptr(), 0 if scales is None else scales.data_ptr(), x2.data_ptr(),
                    x.dtype == torch.bfloat16, y.data_ptr(), y.dtype == torch.bfloat16, x2.shape[0], n, k,
                    torch.get_num_threads())
     return y.view(*x.shape[:-1], n)
+
+
+def packed_fast() -> bool:
+    """Whether packed bfloat16 weights decode in registers here (AVX512-BF16 and VBMI): only then does
+    packing pay (see ``_decode.c``, "packed bfloat16")."""
+    return available() and _decode.packed_fast()
+
+
+def pack_bf16(weight: torch.Tensor) -> torch.Tensor | None:
+    """``weight`` (N, K) bfloat16 as packed bytes (1.5 per weight plus the escapes; lossless), or None
+    where packing does not pay (:func:`packed_fast`), the shape does not fit (K a multiple of 64, at
+    most 16384) or more than
+    :data:`PACK_MAX_ESCAPES` of the weights would be escapes."""
+    n, k = weight.shape
+    if not (packed_fast() and weight.dtype == torch.bfloat16 and k % 64 == 0 and k <= 16384):
+        return None
+    w = weight.contiguous()
+    size, escapes, table = _decode.packed_size(w.data_ptr(), n, k)
+    if escapes > PACK_MAX_ESCAPES * n * k:
+        return None
+    out = torch.empty(size, dtype=torch.uint8)  # PyTorch's CPU allocations are 64-byte aligned
+    _decode.pack(w.data_ptr(), n, k, table, out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def unpack_bf16(packed: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out (N, K) bfloat16, contiguous = the weight that :func:`pack_bf16` packed, bit for bit."""
+    n, k = out.shape
+    _decode.unpack(packed.data_ptr(), n, k, out.data_ptr(), torch.get_num_threads())
+    return out
 
 
 def dequantize_int8(weight: torch.Tensor, scales: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -73,10 +107,12 @@ def sample(logits: torch.Tensor, previous: torch.Tensor, temperature: float, top
 
 
 def _linear_parts(module: nn.Module) -> tuple[int, torch.Tensor, torch.Tensor | None] | None:
-    from astrai_core.generation.quantize import BF16Linear, F32Linear, Int8Linear
+    from astrai_core.generation.quantize import BF16Linear, F32Linear, Int8Linear, PackedBF16Linear
 
     if isinstance(module, BF16Linear):
         return W_BF16, module.weight, None
+    if isinstance(module, PackedBF16Linear):
+        return W_PBF16, module.weight, None
     if isinstance(module, Int8Linear):
         return W_INT8, module.weight, module.scales
     if isinstance(module, (F32Linear, nn.Linear)) and module.weight.dtype == torch.float32:
@@ -119,7 +155,7 @@ class DecodeStep:
         if not available() or dtype not in (torch.float32, torch.bfloat16):
             return None
         c = model.config
-        layers, kinds = [], set()
+        layers = []
         for block in model.layers:
             att, mlp = block.attention, block.mlp
             parts = [_linear_parts(m) if m is not None else None
@@ -135,20 +171,19 @@ class DecodeStep:
             for kind, w, s in parts:
                 if not w.is_contiguous() or w.device.type != "cpu":
                     return None
-                kinds.add(kind)
-                row += [w.data_ptr(), _ptr(s)]
+                row += [kind, w.data_ptr(), _ptr(s)]
             layers.append(tuple(row))
         head, embed, norm = _linear_parts(model.lm_head), model.embed_tokens.weight, model.norm.weight
-        if len(kinds) != 1 or head is None or not head[1].is_contiguous() or any(
+        if head is None or not head[1].is_contiguous() or any(
                 t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu" for t in (embed, norm)):
             return None
         dims = (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
-                float(c.norm_eps), int(dtype == torch.bfloat16), kinds.pop(), max_len, cls.ROWS,
-                torch.get_num_threads())
+                float(c.norm_eps), int(dtype == torch.bfloat16), max_len, cls.ROWS, torch.get_num_threads())
         if any(d % 32 for d in (c.hidden_size, c.num_heads * c.head_dim, c.intermediate_size)) or c.head_dim > 1024:
             return None
         kind, w, s = head
-        top = (embed.data_ptr(), embed.shape[0], norm.data_ptr(), kind, w.data_ptr(), _ptr(s), w.shape[0])
+        top = (embed.data_ptr(), embed.shape[0], norm.data_ptr(), kind, w.data_ptr(), _ptr(s),
+               model.lm_head.out_features)
         return cls(_decode.plan(dims, layers, top), model, dtype, max_len, torch.get_num_threads())
 
     def fits(self, cache, slot: int, n: int = 1) -> bool:

@@ -44,6 +44,9 @@ QUANT_MODES = ("int8", "int4")
 WEIGHT_FORMATS = ("float32", "bfloat16") + QUANT_MODES
 # Above this many rows the dequantize-then-GEMM path wins (crossover measured at ~16 rows).
 KERNEL_MAX_ROWS = 16
+#: pack bfloat16 weights where it pays (:func:`bf16_linear`); False keeps them as they are (benchmarks
+#: and tests compare the two)
+PACK_BF16 = True
 
 
 def _matvec_ok(x: torch.Tensor, in_features: int) -> bool:
@@ -121,6 +124,43 @@ class BF16Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+class PackedBF16Linear(nn.Module):
+    """A bfloat16 linear whose weight is kept packed, losslessly, in 12 bits a weight
+    (:func:`~astrai_core.generation.kernels.pack_bf16`): decode-sized calls read 1.5 bytes per weight
+    instead of 2 and get exactly the unpacked kernel's results; larger calls unpack into this thread's
+    scratch buffer for the GEMM (as int8 dequantizes)."""
+
+    def __init__(self, linear: nn.Linear, packed: torch.Tensor) -> None:
+        super().__init__()
+        self.out_features, self.in_features = linear.weight.shape
+        self.register_buffer("weight", packed)  # uint8, the layout of _decode.c's packed_parts
+        self.bias = _bias(linear)
+
+    def unpacked(self) -> torch.Tensor:
+        """The bfloat16 weight (out_features, in_features) in this thread's scratch buffer."""
+        return kernels.unpack_bf16(self.weight, scratch(torch.Size((self.out_features, self.in_features)),
+                                                        torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() // self.in_features <= KERNEL_MAX_ROWS and _matvec_ok(x, self.in_features):
+            y = kernels.matvec(kernels.W_PBF16, self.weight, None, x, (self.out_features, self.in_features))
+        else:
+            w = self.unpacked()
+            y = F.linear(x, w if x.dtype == torch.bfloat16 else w.to(x.dtype))
+        return y if self.bias is None else y + self.bias
+
+
+def bf16_linear(linear: nn.Linear) -> nn.Module:
+    """The bfloat16 linear for ``linear``: packed where the weight is already bfloat16 (the activations
+    are, so the kernel's bfloat16 dot products run), packing pays here (:func:`kernels.packed_fast`) and
+    the matrix packs (:func:`kernels.pack_bf16`); a :class:`BF16Linear` otherwise."""
+    if PACK_BF16 and linear.weight.dtype == torch.bfloat16 and kernels.packed_fast():
+        packed = kernels.pack_bf16(linear.weight.detach())
+        if packed is not None:
+            return PackedBF16Linear(linear, packed)
+    return BF16Linear(linear)
+
+
 class Int8Linear(nn.Module):
     """y = x @ (q * scale).T + b with the int8 weight kept packed."""
 
@@ -189,7 +229,7 @@ class Int4Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-_LINEARS = {"int8": Int8Linear, "bfloat16": BF16Linear, "float32": F32Linear}
+_LINEARS = {"int8": Int8Linear, "bfloat16": bf16_linear, "float32": F32Linear}
 
 
 def quantize_model(model: nn.Module, mode: str, group_size: int = 32) -> nn.Module:
