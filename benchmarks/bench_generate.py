@@ -53,9 +53,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # precision -> (Engine dtype, Engine quantize); transformers runs the dtype (bfloat16 for int8/int4)
 CASES = {"float32": ("float32", None), "bfloat16": ("bfloat16", None), "int8": (None, "int8"),
-         "int4": (None, "int4")}
+         "int4": (None, "int4"), "bfloat16-unpacked": ("bfloat16", None)}
+# our cases that only change how our engine stores the same weights: the other engines' rows of the
+# base case serve them (bfloat16-unpacked: bfloat16 weights as they are, not packed to 12 bits)
+BASE_CASE = {"bfloat16-unpacked": "bfloat16"}
 # precision -> llama.cpp tensor type
-LLAMA_TYPES = {"float32": "F32", "bfloat16": "BF16", "int8": "Q8_0", "int4": "Q4_0"}
+LLAMA_TYPES = {"float32": "F32", "bfloat16": "BF16", "int8": "Q8_0", "int4": "Q4_0", "bfloat16-unpacked": "BF16"}
 
 
 def smollm2_path() -> Path:
@@ -156,7 +159,9 @@ def our_engine(args, loaded):
     ``--new-tokens`` decoded, even on random weights), lookup drafting off: one token per pass over
     the weights, the work transformers and llama-bench do (bench_lookup.py measures drafting)."""
     from astrai_core.generation import Engine
+    from astrai_core.generation import quantize as weights
 
+    weights.PACK_BF16 = args.case != "bfloat16-unpacked"  # packed wherever it pays (the default), or not
     dtype, quantize = CASES[args.case]
     engine = Engine(loaded, dtype=dtype, quantize=quantize, max_seq_len=args.prompt_len + args.new_tokens + 8,
                     lookahead=0)
@@ -485,7 +490,8 @@ def main() -> None:
         for model in args.models.split(","):
             for case in args.dtypes.split(","):
                 for engine in args.engines.split(","):
-                    if engine == "transformers" and CASES[case][1] is not None:
+                    if engine == "transformers" and CASES[case][1] is not None or (
+                            engine != "astrai" and case in BASE_CASE):
                         continue  # transformers has no CPU weight-only int8 path; compared with its bf16
                     row = run_row(args, model, case, engine)
                     if row is None:
@@ -498,7 +504,8 @@ def main() -> None:
         rounds.append(rows)
 
     def baseline(row, rows, engine):
-        ref_case = "bfloat16" if engine == "transformers" and CASES[row["case"]][1] else row["case"]
+        ref_case = ("bfloat16" if engine == "transformers" and CASES[row["case"]][1]
+                    else BASE_CASE.get(row["case"], row["case"]))
         for r in rows:
             if r["engine"] == engine and r["model"] == row["model"] and r["case"] == ref_case:
                 return r

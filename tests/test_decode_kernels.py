@@ -74,7 +74,7 @@ def test_packed_bfloat16_unpacks_bit_for_bit(n, k):
     w = awkward_bf16(n, k, n + k)
     packed = kernels.pack_bf16(w)
     assert packed is not None and packed.dtype == torch.uint8
-    size, escapes, _ = _decode.packed_size(w.data_ptr(), n, k)
+    size, escapes, _ = _decode.packed_size(w.data_ptr(), n, k, 2)
     assert packed.numel() == size == 64 + n * k * 3 // 2 + 4 * (n + 1) + 6 * escapes
     assert escapes >= n * k // 600 // 10 * 6  # the odd values beside 0, -0 and subnormals are escapes
     out = torch.empty(n, k, dtype=torch.bfloat16)
@@ -119,7 +119,7 @@ def test_packing_declines_what_it_cannot_pack(level):
     lin.weight.data.copy_(noise)
     assert isinstance(quantize.bf16_linear(lin), BF16Linear)
     with pytest.raises(ValueError, match="multiple of 64"):
-        _decode.packed_size(normal.data_ptr(), 64, 96)
+        _decode.packed_size(normal.data_ptr(), 64, 96, 1)
 
 
 @pytest.mark.parametrize("rows", [1, 4])

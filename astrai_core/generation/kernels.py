@@ -2,9 +2,10 @@
 
 ``matvec`` serves the low-precision linears of :mod:`astrai_core.generation.quantize` at a few
 rows; :class:`DecodeStep` runs one token, or a few in a row (a lookup draft to verify), of a batch
-of one (the chat/stream path) from ids to logits in one call. Both are optional: where the
-extension was not built, or the CPU has neither AVX2 nor AVX-512, :func:`available` is False and
-the engine runs PyTorch's ops.
+of one (the chat/stream path) from ids to logits in one call; :func:`pack_bf16` / :func:`unpack_bf16`
+store bfloat16 weights in 12 bits a weight without loss. All are optional: where the extension was
+not built, or the CPU has neither AVX2 nor AVX-512, :func:`available` is False and the engine runs
+PyTorch's ops (and keeps bfloat16 weights unpacked).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def pack_bf16(weight: torch.Tensor) -> torch.Tensor | None:
     if not (packed_fast() and weight.dtype == torch.bfloat16 and k % 64 == 0 and k <= 16384):
         return None
     w = weight.contiguous()
-    size, escapes, table = _decode.packed_size(w.data_ptr(), n, k)
+    size, escapes, table = _decode.packed_size(w.data_ptr(), n, k, torch.get_num_threads())
     if escapes > PACK_MAX_ESCAPES * n * k:
         return None
     out = torch.empty(size, dtype=torch.uint8)  # PyTorch's CPU allocations are 64-byte aligned

@@ -24,6 +24,10 @@ Three paths per call, chosen by the number of rows (tokens) in the input:
   model's MLP weight: 15.5 ms into new memory, 1.6 ms into the reused buffer, against 53 ms for
   the GEMM at 512 rows; AMD EPYC, 2 threads).
 
+bfloat16 under bfloat16 activations, where the CPU has AVX512-BF16 and VBMI: packed losslessly to 12
+bits a weight (:class:`PackedBF16Linear`, the layout in ``_decode.c``): decode reads 3/4 of the bytes
+and computes exactly what the unpacked weights give; prefill unpacks into the scratch buffer (~1 ms
+per 10M weights).
 int8: symmetric, one scale per output channel (``aten._weight_int8pack_mm`` layout).
 int4: asymmetric, one scale/zero per group of ``group_size`` inputs, ``aten._weight_int4pack_mm_for_cpu``
 (always the kernel: its packed layout is not dequantized here, so int4 prefill is slower).
