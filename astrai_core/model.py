@@ -53,6 +53,21 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Grouped-query attention of q (B, nh, T, hs) over k, v (B, nkv, S, hs) -> (B, nh, T, hs).
+
+    ``mask``: boolean or additive, broadcastable to (B, nh, T, S); None means causal with the T queries
+    at the last T of the S positions (a prompt, or the next chunk of one after a cached past).
+    """
+    T, S = q.shape[2], k.shape[2]
+    if mask is None and 1 < T < S:
+        mask = torch.arange(S, device=q.device)[None, :] <= torch.arange(S - T, S, device=q.device)[:, None]
+    gqa = k.shape[1] != q.shape[1]
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -108,12 +123,10 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, nh|nkv, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv_cache is not None:
-            k, v = kv_cache.update(input_pos, k, v)  # (B, nkv, S, hs) including the past
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=self.n_kv_heads != self.n_heads)
+        if kv_cache is not None:  # writes k, v into the cache and attends over the past too
+            y = kv_cache.attend(input_pos, q, k, v, mask)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads)
+            y = attention(q, k, v, mask)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh*hs)
         return self.o_proj(y)
 
@@ -221,7 +234,8 @@ class Transformer(nn.Module):
         """tokens (B, T) -> logits (B, T, vocab) in float32-or-model dtype.
 
         ``input_pos`` (T,) or (B, T) gives absolute positions (default ``0..T-1``); ``kv_caches`` is a
-        per-layer sequence of caches with ``update(input_pos, k, v)``; ``mask`` is an additive or boolean
+        per-layer sequence of caches with ``attend(input_pos, q, k, v, mask)`` (write k, v, attend over
+        everything cached: :class:`~astrai_core.generation.cache.LayerCache`); ``mask`` is an additive or boolean
         attention mask broadcastable to (B, nh, T, S). With ``return_hidden`` the final normed hidden
         states (B, T, hidden) are returned instead of logits.
         """

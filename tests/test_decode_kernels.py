@@ -17,7 +17,7 @@ from astrai_core.generation.cache import KVCache
 from astrai_core.generation.kernels import W_BF16, W_F32, W_INT8, W_PBF16, matvec
 from astrai_core.generation.quantize import BF16Linear, PackedBF16Linear, quantize_int8
 from astrai_core.generation.sampling import all_tokens, apply_repetition_penalty, top_k_filter, top_p_filter
-from astrai_core.model import Transformer
+from astrai_core.model import Transformer, attention
 
 _decode = pytest.importorskip("astrai_core.generation._decode", reason="the C extension was not built")
 LEVELS = [lvl for lvl in (1, 2, 3) if lvl <= _decode.set_level(99)]
@@ -250,6 +250,78 @@ def test_matvec_rejects_unsupported_shapes():
 FULL = ModelConfig(vocab_size=300, hidden_size=128, num_layers=3, num_heads=8, num_kv_heads=2, head_dim=32,
                    intermediate_size=224, max_position_embeddings=256, rope_theta=10000.0, rope_scaling=2.0,
                    qk_norm=True, attention_bias=True)
+
+
+needs_bf16_dp = pytest.mark.skipif(kernels.level() < 3, reason="prefill attention needs AVX512-BF16")
+
+
+def causal_attention_f64(q, k, v, start):
+    """q (1, nh, T, hs) at slots start.., over slots 0..start+T of k, v (1, nkv, S, hs), in float64."""
+    T, g = q.shape[2], q.shape[1] // k.shape[1]
+    n = start + T
+    k, v = (t[:, :, :n].double().repeat_interleave(g, dim=1) for t in (k, v))
+    s = (q.double() @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    s = s.masked_fill(torch.arange(n)[None, :] > (start + torch.arange(T))[:, None], float("-inf"))
+    return torch.softmax(s, -1) @ v
+
+
+@needs_bf16_dp
+@pytest.mark.parametrize("nh,nkv,hs,T,start", [(9, 3, 64, 130, 0), (24, 4, 64, 200, 0), (9, 3, 64, 37, 100),
+                                               (16, 4, 128, 70, 300), (8, 1, 64, 65, 63), (5, 5, 64, 1, 9),
+                                               (14, 2, 64, 1, 0), (7, 7, 192, 50, 14)])
+def test_prefill_attention_kernel(nh, nkv, hs, T, start):
+    """The compiled prefill attention against float64, as accurate as PyTorch's bfloat16 SDPA, for
+    grouped heads (1..8 per group, odd tails of rows and keys), a cached past, head sizes 64-192. Slots
+    past start + T hold NaN: reading one would show."""
+    g = torch.Generator().manual_seed(nh * T + start)
+    S = start + T + 7
+    q = (torch.randn(1, nh, T, hs, generator=g) * 2).bfloat16()
+    k = (torch.randn(1, nkv, S, hs, generator=g) * 2).bfloat16()
+    v = torch.randn(1, nkv, S, hs, generator=g).bfloat16()
+    k[:, :, start + T:] = float("nan")
+    v[:, :, start + T:] = float("nan")
+    y = kernels.prefill_attention(q, k, v, start)
+    assert y is not None and y.shape == (1, nh, T, hs) and y.dtype == torch.bfloat16
+    ref = causal_attention_f64(q, k, v, start)
+    sdpa = attention(q, k[:, :, :start + T], v[:, :, :start + T])  # PyTorch's, in bfloat16
+    err, sdpa_err = ((t.double() - ref).abs().max().item() for t in (y, sdpa))
+    assert err <= 1.25 * sdpa_err + 1e-3, (err, sdpa_err)
+
+
+@needs_bf16_dp
+def test_prefill_attention_declines_what_it_cannot_run():
+    q, k = torch.randn(1, 4, 8, 64), torch.randn(1, 2, 16, 64)
+    assert kernels.prefill_attention(q, k, k, 0) is None  # float32
+    q, k = q.bfloat16(), k.bfloat16()
+    assert kernels.prefill_attention(q[..., :32].contiguous(), k[..., :32].contiguous(), k[..., :32].contiguous(),
+                                     0) is None  # head size 32
+    assert kernels.prefill_attention(q.expand(2, -1, -1, -1), k.expand(2, -1, -1, -1),
+                                     k.expand(2, -1, -1, -1), 0) is None  # a batch
+    with pytest.raises(ValueError, match="bad shape"):
+        kernels.prefill_attention(q, k, k, 9)  # 9 + 8 slots > 16
+
+
+@needs_bf16_dp
+def test_chunked_bfloat16_prefill_matches_one_shot(smollm2_gguf):
+    """The real SmolLM2 in bfloat16: a prompt prefilled in chunks of 10 (each chunk attends to the cached
+    past through the kernel) gives the one-shot prefill's logits up to bfloat16 rounding, and its tokens."""
+    ids = load_model(smollm2_gguf).tokenizer.encode_chat(
+        [{"role": "system", "content": "You are a careful assistant. Answer from the sources; cite them."},
+         {"role": "user", "content": "Summarise the history of the Grand Canal of China in a few sentences."}])
+    one = Engine(load_model(smollm2_gguf), dtype="bfloat16", max_seq_len=256, lookahead=0)
+    chunked = Engine(load_model(smollm2_gguf), dtype="bfloat16", max_seq_len=256, lookahead=0, prefill_chunk=10)
+    assert len(ids) > 3 * 10
+    logits = []
+    for eng in (one, chunked):
+        kv = KVCache(eng.config.num_layers, 1, eng.config.num_kv_heads, len(ids), eng.config.head_dim, eng.dtype)
+        with torch.inference_mode():
+            for s in range(0, len(ids), eng.prefill_chunk):
+                part = ids[s:s + eng.prefill_chunk]
+                out = eng._forward(torch.tensor([part]), torch.arange(s, s + len(part)), kv, s, None)
+        logits.append(out[0])
+    assert ((logits[0] - logits[1]).abs().max() / logits[0].abs().max()).item() < 0.03
+    cfg = GenerationConfig(max_new_tokens=12)
+    assert one.generate(ids, cfg).token_ids == chunked.generate(ids, cfg).token_ids
 
 
 @pytest.fixture(scope="module")

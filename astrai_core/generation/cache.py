@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from astrai_core.generation import kernels
+from astrai_core.model import attention
+
 
 class LayerCache:
     """One layer's view of a :class:`KVCache`; the model calls ``update`` once per forward."""
@@ -25,6 +28,18 @@ class LayerCache:
         self.k[:, :, start:end].copy_(k)
         self.v[:, :, start:end].copy_(v)
         return self.k[:, :, :end], self.v[:, :, :end]
+
+    def attend(self, input_pos: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+        """Write ``k``/``v`` (B, nkv, T, hs) at slots ``parent.start ..``, then attention of ``q`` (B, nh, T, hs)
+        over slots ``0 .. start + T``: causal (query t sees slots <= start + t) when ``mask`` is None, else
+        as the mask says. A batch of one in bfloat16 takes the compiled prefill kernel where it applies."""
+        k, v = self.update(input_pos, k, v)
+        if mask is None:
+            y = kernels.prefill_attention(q, self.k, self.v, self.parent.start)
+            if y is not None:
+                return y
+        return attention(q, k, v, mask)
 
 
 class KVCache:

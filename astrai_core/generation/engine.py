@@ -480,9 +480,8 @@ class _SessionState:
             t = len(ids)
             tokens = torch.tensor([ids], dtype=torch.long, device=e.device)
             positions = torch.arange(s, s + t, device=e.device)
-            # chunk rows attend to the whole cached past plus causally within the chunk
-            mask = None if s == 0 else torch.arange(s + t, device=e.device)[None, :] <= positions[:, None]
-            logits = e._forward(tokens, positions, self.cache, s, mask)
+            # no mask: chunk rows attend to the whole cached past plus causally within the chunk
+            logits = e._forward(tokens, positions, self.cache, s, None)
             self.fed.extend(ids)
             self.prefilled[0] += t
         return logits
