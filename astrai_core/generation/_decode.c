@@ -1224,43 +1224,51 @@ static long sample_row(const float *x, long n, const int64_t *prev, long n_prev,
     return pick_cand(g_cand, c, u);
 }
 
-/* ---- prefill attention: T new queries of a batch of one over a bfloat16 cache, causally ---------
+/* ---- prefill attention: T new queries of a batch of one over the cache, causally -----------------
    Query t (position start + t) sees keys 0 .. start + t. Flash-style (the scores of a block of rows
    never leave the cache): for each key/value head, blocks of PA_ROWS query rows (PA_ROWS / G
-   positions x the G heads of the group) meet the keys PA_KB at a time: scores in bfloat16 dot
-   products, the running softmax in float32, the weights rounded to bfloat16 for the values' dot
-   products (as PyTorch's CPU flash attention does). Keys and values are first repacked so that both
-   products are one broadcast and four dpbf16 per pair of elements: keys (block, hs/2, PA_KB, 2) and
-   values (block, PA_KB/2, hs, 2). AVX512-BF16 only, hs a multiple of 64; else PyTorch's SDPA. */
+   positions x the G heads of the group) meet the keys PA_KB at a time, with a running softmax in
+   float32. bfloat16 (AVX512-BF16): scores and values in bfloat16 dot products, the weights rounded to
+   bfloat16 for the values' products (as PyTorch's CPU flash attention does); keys repacked as
+   (block, hs/2, PA_KB, 2) and values as (block, PA_KB/2, hs, 2), so both products are one broadcast
+   and four dpbf16 per pair of elements. float32 (AVX-512): FMAs, keys repacked as (block, hs, PA_KB),
+   values as they are. hs a multiple of 64; elsewhere PyTorch's SDPA runs. */
 #define PA_KB 64
 #define PA_ROWS 48
 #define PA_RT 6 /* rows per register tile */
 
 typedef struct {
-    const uint16_t *q;   /* (T, nh, hs) */
-    const uint16_t *k, *v; /* (nkv, S_max, hs) */
-    uint16_t *out;       /* (T, nh, hs) */
+    const void *q;     /* (T, nh, hs) */
+    const void *k, *v; /* (nkv, S_max, hs) */
+    void *out;         /* (T, nh, hs) */
     long T, start, nh, nkv, hs, S_max;
     float scale;
+    int f32;           /* float32 tensors, else bfloat16 */
 } PAttn;
 
 #if HAVE_X86
-/* keys and values of head h, block b (keys b*PA_KB ..) in the dot-product layouts; zeros past n keys */
-T512BF static void pa_pack(const PAttn *a, long h, long b, long n, uint16_t *kt, uint16_t *vp) {
+/* keys and values of head h, block b (keys b*PA_KB ..) in the product layouts; zeros past n keys */
+static ALWAYS_INLINE void pa_pack_t(const PAttn *a, long h, long b, long n, void *kt, void *vp, const int f32) {
     long hs = a->hs;
-    const uint16_t *k = a->k + (size_t)h * (size_t)(a->S_max * hs), *v = a->v + (size_t)h * (size_t)(a->S_max * hs);
+    size_t off = (size_t)h * (size_t)(a->S_max * hs);
     for (long j = 0; j < PA_KB; j++) {
         long s = b * PA_KB + j;
         for (long d = 0; d < hs; d++) {
-            uint16_t kv = s < n ? k[s * hs + d] : 0, vv = s < n ? v[s * hs + d] : 0;
-            kt[((d >> 1) * PA_KB + j) * 2 + (d & 1)] = kv;
-            vp[((j >> 1) * hs + d) * 2 + (j & 1)] = vv;
+            if (f32) {
+                const float *k = (const float *)a->k + off, *v = (const float *)a->v + off;
+                ((float *)kt)[d * PA_KB + j] = s < n ? k[s * hs + d] : 0.f;
+                ((float *)vp)[j * hs + d] = s < n ? v[s * hs + d] : 0.f;
+            } else {
+                const uint16_t *k = (const uint16_t *)a->k + off, *v = (const uint16_t *)a->v + off;
+                ((uint16_t *)kt)[((d >> 1) * PA_KB + j) * 2 + (d & 1)] = s < n ? k[s * hs + d] : 0;
+                ((uint16_t *)vp)[((j >> 1) * hs + d) * 2 + (j & 1)] = s < n ? v[s * hs + d] : 0;
+            }
         }
     }
 }
 
-/* scores s (PA_RT, PA_KB) of rows qr against one key block kt */
-T512BF static ALWAYS_INLINE void pa_scores(const uint16_t *const *qr, const uint16_t *kt, long hs, float *s) {
+/* scores s (PA_RT, PA_KB) of the rows at qr against one key block kt */
+T512BF static void pa_scores_bf(const void *const *qr, const uint16_t *kt, long hs, float *s) {
     __m512 acc[PA_RT][4];
     for (int r = 0; r < PA_RT; r++)
         for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
@@ -1269,7 +1277,7 @@ T512BF static ALWAYS_INLINE void pa_scores(const uint16_t *const *qr, const uint
         for (int c = 0; c < 4; c++) kk[c] = (__m512bh)_mm512_loadu_si512((const void *)(kt + (d * PA_KB + 16 * c) * 2));
         for (int r = 0; r < PA_RT; r++) {
             int32_t pair;
-            memcpy(&pair, qr[r] + 2 * d, 4);
+            memcpy(&pair, (const uint16_t *)qr[r] + 2 * d, 4);
             __m512bh qq = (__m512bh)_mm512_set1_epi32(pair);
             for (int c = 0; c < 4; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], qq, kk[c]);
         }
@@ -1278,9 +1286,25 @@ T512BF static ALWAYS_INLINE void pa_scores(const uint16_t *const *qr, const uint
         for (int c = 0; c < 4; c++) _mm512_storeu_ps(s + r * PA_KB + 16 * c, acc[r][c]);
 }
 
+T512 static void pa_scores_f32(const void *const *qr, const float *kt, long hs, float *s) {
+    __m512 acc[PA_RT][4];
+    for (int r = 0; r < PA_RT; r++)
+        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+    for (long d = 0; d < hs; d++) {
+        __m512 kk[4];
+        for (int c = 0; c < 4; c++) kk[c] = _mm512_loadu_ps(kt + d * PA_KB + 16 * c);
+        for (int r = 0; r < PA_RT; r++) {
+            __m512 qq = _mm512_set1_ps(((const float *)qr[r])[d]);
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(qq, kk[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < PA_RT; r++)
+        for (int c = 0; c < 4; c++) _mm512_storeu_ps(s + r * PA_KB + 16 * c, acc[r][c]);
+}
+
 /* o (PA_RT rows of stride hs, columns c0 .. c0+63) = o * alpha + p (PA_RT, PA_KB) @ values block vp */
-T512BF static ALWAYS_INLINE void pa_values(const uint16_t *p, const uint16_t *vp, long hs, long c0, const float *alpha,
-                                          float *o) {
+T512BF static void pa_values_bf(const void *p, const uint16_t *vp, long hs, long c0, const float *alpha,
+                                             float *o) {
     __m512 acc[PA_RT][4];
     for (int r = 0; r < PA_RT; r++)
         for (int c = 0; c < 4; c++)
@@ -1290,7 +1314,7 @@ T512BF static ALWAYS_INLINE void pa_values(const uint16_t *p, const uint16_t *vp
         for (int c = 0; c < 4; c++) vv[c] = (__m512bh)_mm512_loadu_si512((const void *)(vp + (j * hs + c0 + 16 * c) * 2));
         for (int r = 0; r < PA_RT; r++) {
             int32_t pair;
-            memcpy(&pair, p + r * PA_KB + 2 * j, 4);
+            memcpy(&pair, (const uint16_t *)p + r * PA_KB + 2 * j, 4);
             __m512bh pp = (__m512bh)_mm512_set1_epi32(pair);
             for (int c = 0; c < 4; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], pp, vv[c]);
         }
@@ -1299,27 +1323,48 @@ T512BF static ALWAYS_INLINE void pa_values(const uint16_t *p, const uint16_t *vp
         for (int c = 0; c < 4; c++) _mm512_storeu_ps(o + r * hs + c0 + 16 * c, acc[r][c]);
 }
 
+T512 static void pa_values_f32(const void *p, const float *vp, long hs, long c0, const float *alpha,
+                                            float *o) {
+    __m512 acc[PA_RT][4];
+    for (int r = 0; r < PA_RT; r++)
+        for (int c = 0; c < 4; c++)
+            acc[r][c] = _mm512_mul_ps(_mm512_loadu_ps(o + r * hs + c0 + 16 * c), _mm512_set1_ps(alpha[r]));
+    for (long j = 0; j < PA_KB; j++) {
+        __m512 vv[4];
+        for (int c = 0; c < 4; c++) vv[c] = _mm512_loadu_ps(vp + j * hs + c0 + 16 * c);
+        for (int r = 0; r < PA_RT; r++) {
+            __m512 pp = _mm512_set1_ps(((const float *)p)[r * PA_KB + j]);
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm512_fmadd_ps(pp, vv[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < PA_RT; r++)
+        for (int c = 0; c < 4; c++) _mm512_storeu_ps(o + r * hs + c0 + 16 * c, acc[r][c]);
+}
+
 /* one block of query rows of head group h: positions t0 .. t0+nt, nr = nt * G rows (row r is position
-   t0 + r / G, head h*G + r % G). Scratch: s, o floats and p bfloat16 of the tile sizes */
-T512BF static void pa_block(const PAttn *a, const uint16_t *kt, const uint16_t *vp, long h, long t0, long nt,
-                            float *s, uint16_t *p, float *o) {
+   t0 + r / G, head h*G + r % G). Scratch: s, o floats and p (floats, or bfloat16 in their first half) */
+static ALWAYS_INLINE void pa_block_t(const PAttn *a, const void *kt, const void *vp, long h, long t0, long nt,
+                                     float *s, float *p, float *o, const int f32) {
     long hs = a->hs, G = a->nh / a->nkv, nr = nt * G, R = (nr + PA_RT - 1) / PA_RT * PA_RT;
+    size_t es = f32 ? 4 : 2, kb_bytes = (size_t)PA_KB * (size_t)hs * es;
     long kend = a->start + t0 + nt; /* keys the last position sees */
     float m[PA_ROWS + PA_RT], l[PA_ROWS + PA_RT], alpha[PA_ROWS + PA_RT];
-    const uint16_t *qr[PA_ROWS + PA_RT];
+    const void *qr[PA_ROWS + PA_RT];
     long pos[PA_ROWS + PA_RT];
     for (long r = 0; r < R; r++) {
         long rr = r < nr ? r : 0; /* padding rows repeat row 0; their results are dropped */
-        qr[r] = a->q + ((size_t)(t0 + rr / G) * (size_t)a->nh + (size_t)(h * G + rr % G)) * (size_t)hs;
+        qr[r] = (const char *)a->q + ((size_t)(t0 + rr / G) * (size_t)a->nh + (size_t)(h * G + rr % G)) * (size_t)hs * es;
         pos[r] = a->start + t0 + rr / G;
         m[r] = -INFINITY;
         l[r] = 0.f;
     }
     memset(o, 0, (size_t)(R * hs) * sizeof(float));
-    size_t kb_elems = (size_t)PA_KB * (size_t)hs;
     for (long b = 0; b * PA_KB < kend; b++) {
-        const uint16_t *ktb = kt + (size_t)b * kb_elems, *vpb = vp + (size_t)b * kb_elems;
-        for (long r = 0; r < R; r += PA_RT) pa_scores(qr + r, ktb, hs, s + r * PA_KB);
+        const char *ktb = (const char *)kt + (size_t)b * kb_bytes, *vpb = (const char *)vp + (size_t)b * kb_bytes;
+        for (long r = 0; r < R; r += PA_RT) {
+            if (f32) pa_scores_f32(qr + r, (const float *)ktb, hs, s + r * PA_KB);
+            else pa_scores_bf(qr + r, (const uint16_t *)ktb, hs, s + r * PA_KB);
+        }
         for (long r = 0; r < R; r++) {
             float *sr = s + r * PA_KB, mx = m[r];
             long valid = pos[r] - b * PA_KB + 1; /* keys of this block the row sees */
@@ -1328,15 +1373,19 @@ T512BF static void pa_block(const PAttn *a, const uint16_t *kt, const uint16_t *
                 sr[j] = j < valid ? sr[j] * a->scale : -INFINITY;
                 mx = sr[j] > mx ? sr[j] : mx;
             }
-            float sum = 0.f;
-            uint16_t *pr = p + r * PA_KB;
+            float sum = 0.f, *pf = p + r * PA_KB;
+            uint16_t *pb = (uint16_t *)p + r * PA_KB;
             #pragma omp simd reduction(+ : sum)
             for (long j = 0; j < PA_KB; j++) {
                 float e = exp_nonpos(sr[j] - mx);
                 e = sr[j] == -INFINITY ? 0.f : e;
-                uint32_t u;
-                memcpy(&u, &e, 4);
-                pr[j] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+                if (f32) {
+                    pf[j] = e;
+                } else {
+                    uint32_t u;
+                    memcpy(&u, &e, 4);
+                    pb[j] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+                }
                 sum += e;
             }
             alpha[r] = m[r] == -INFINITY ? 0.f : exp_nonpos(m[r] - mx);
@@ -1344,32 +1393,49 @@ T512BF static void pa_block(const PAttn *a, const uint16_t *kt, const uint16_t *
             m[r] = mx;
         }
         for (long r = 0; r < R; r += PA_RT)
-            for (long c0 = 0; c0 < hs; c0 += 64) pa_values(p + r * PA_KB, vpb, hs, c0, alpha + r, o + r * hs);
+            for (long c0 = 0; c0 < hs; c0 += 64) {
+                if (f32) pa_values_f32(p + r * PA_KB, (const float *)vpb, hs, c0, alpha + r, o + r * hs);
+                else pa_values_bf((const uint16_t *)p + r * PA_KB, (const uint16_t *)vpb, hs, c0, alpha + r, o + r * hs);
+            }
     }
     for (long r = 0; r < nr; r++) {
-        uint16_t *dst = a->out + ((size_t)(t0 + r / G) * (size_t)a->nh + (size_t)(h * G + r % G)) * (size_t)hs;
+        size_t at = ((size_t)(t0 + r / G) * (size_t)a->nh + (size_t)(h * G + r % G)) * (size_t)hs;
         float inv = 1.f / l[r];
-        for (long d = 0; d < hs; d++) dst[d] = f32_to_bf16(o[r * hs + d] * inv);
+        for (long d = 0; d < hs; d++) {
+            if (f32) ((float *)a->out)[at + d] = o[r * hs + d] * inv;
+            else ((uint16_t *)a->out)[at + d] = f32_to_bf16(o[r * hs + d] * inv);
+        }
     }
+}
+
+T512BF static void pa_pack_bf(const PAttn *a, long h, long b, long n, void *kt, void *vp) { pa_pack_t(a, h, b, n, kt, vp, 0); }
+T512 static void pa_pack_f32(const PAttn *a, long h, long b, long n, void *kt, void *vp) { pa_pack_t(a, h, b, n, kt, vp, 1); }
+T512BF static void pa_block_bf(const PAttn *a, const void *kt, const void *vp, long h, long t0, long nt, float *s,
+                               float *p, float *o) {
+    pa_block_t(a, kt, vp, h, t0, nt, s, p, o, 0);
+}
+T512 static void pa_block_f32(const PAttn *a, const void *kt, const void *vp, long h, long t0, long nt, float *s,
+                              float *p, float *o) {
+    pa_block_t(a, kt, vp, h, t0, nt, s, p, o, 1);
 }
 
 /* the whole prefill attention; 0 when this path does not apply or memory ran out */
 static int pa_run(const PAttn *a, int threads) {
     long G = a->nh / a->nkv, hs = a->hs, n = a->start + a->T;
-    if (g_level != 3 || hs % 64 || hs > 512 || G < 1 || G > PA_ROWS || a->nh % a->nkv) return 0;
+    if (g_level < (a->f32 ? 2 : 3) || hs % 64 || hs > 512 || G < 1 || G > PA_ROWS || a->nh % a->nkv) return 0;
     long nb = (n + PA_KB - 1) / PA_KB, per = PA_ROWS / G; /* positions per block of rows */
     long nq = (a->T + per - 1) / per;
-    size_t kb_elems = (size_t)PA_KB * (size_t)hs, heads = (size_t)a->nkv * (size_t)nb * kb_elems;
-    size_t tile = (size_t)(PA_ROWS + PA_RT) * (PA_KB + (size_t)hs);
+    size_t kb_bytes = (size_t)PA_KB * (size_t)hs * (a->f32 ? 4 : 2), head_bytes = (size_t)nb * kb_bytes;
+    size_t tile = (size_t)(PA_ROWS + PA_RT) * (2 * PA_KB + (size_t)hs); /* floats: s, p, o */
     if (threads < 1) threads = 1;
-    uint16_t *packed = malloc(2 * heads * sizeof(uint16_t));
-    char *scratch = malloc((size_t)threads * tile * (sizeof(float) + sizeof(uint16_t)) + 64);
+    char *packed = malloc(2 * (size_t)a->nkv * head_bytes);
+    float *scratch = malloc((size_t)threads * tile * sizeof(float));
     if (!packed || !scratch) {
         free(packed);
         free(scratch);
         return 0;
     }
-    uint16_t *kt = packed, *vp = packed + heads;
+    char *kt = packed, *vp = packed + (size_t)a->nkv * head_bytes;
     #pragma omp parallel num_threads(threads)
     {
 #ifdef _OPENMP
@@ -1377,18 +1443,20 @@ static int pa_run(const PAttn *a, int threads) {
 #else
         int t = 0;
 #endif
-        float *s = (float *)scratch + (size_t)t * tile;
-        float *o = s + (size_t)(PA_ROWS + PA_RT) * PA_KB;
-        uint16_t *p = (uint16_t *)((float *)scratch + (size_t)threads * tile) + (size_t)t * (size_t)(PA_ROWS + PA_RT) * PA_KB;
+        float *s = scratch + (size_t)t * tile, *p = s + (size_t)(PA_ROWS + PA_RT) * PA_KB;
+        float *o = p + (size_t)(PA_ROWS + PA_RT) * PA_KB;
         #pragma omp for schedule(static)
-        for (long i = 0; i < a->nkv * nb; i++)
-            pa_pack(a, i / nb, i % nb, n, kt + (size_t)i * kb_elems, vp + (size_t)i * kb_elems);
+        for (long i = 0; i < a->nkv * nb; i++) {
+            if (a->f32) pa_pack_f32(a, i / nb, i % nb, n, kt + (size_t)i * kb_bytes, vp + (size_t)i * kb_bytes);
+            else pa_pack_bf(a, i / nb, i % nb, n, kt + (size_t)i * kb_bytes, vp + (size_t)i * kb_bytes);
+        }
         /* the last blocks of positions see the most keys: hand them out first */
         #pragma omp for schedule(dynamic, 1)
         for (long i = 0; i < a->nkv * nq; i++) {
             long h = i % a->nkv, qb = nq - 1 - i / a->nkv, t0 = qb * per;
             long nt = a->T - t0 < per ? a->T - t0 : per;
-            pa_block(a, kt + (size_t)h * (size_t)nb * kb_elems, vp + (size_t)h * (size_t)nb * kb_elems, h, t0, nt, s, p, o);
+            if (a->f32) pa_block_f32(a, kt + (size_t)h * head_bytes, vp + (size_t)h * head_bytes, h, t0, nt, s, p, o);
+            else pa_block_bf(a, kt + (size_t)h * head_bytes, vp + (size_t)h * head_bytes, h, t0, nt, s, p, o);
         }
     }
     free(packed);
@@ -1403,7 +1471,6 @@ static int pa_run(const PAttn *a, int threads) {
 }
 #endif
 
-
 /* ---- Python glue ------------------------------------------------------------------------------ */
 static int as_ptr(PyObject *o, void **p) {
     *p = PyLong_AsVoidPtr(o);
@@ -1416,19 +1483,21 @@ static int need_level(void) {
     return 0;
 }
 
-/* attend_prefill(q, k, v, out, T, start, nh, nkv, hs, S_max, scale, threads) -> bool (False: this CPU
-   or shape has no kernel, use SDPA); pointers are ints, every tensor bfloat16 and contiguous */
+/* attend_prefill(q, k, v, out, f32, T, start, nh, nkv, hs, S_max, scale, threads) -> bool (False: this
+   CPU or shape has no kernel, use SDPA); pointers are ints, every tensor contiguous, float32 (f32) or
+   bfloat16 */
 static PyObject *attend_prefill(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 12) {
-        PyErr_SetString(PyExc_TypeError, "attend_prefill takes 12 arguments");
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "attend_prefill takes 13 arguments");
         return NULL;
     }
     void *q, *k, *v, *out;
     if (!as_ptr(args[0], &q) || !as_ptr(args[1], &k) || !as_ptr(args[2], &v) || !as_ptr(args[3], &out)) return NULL;
-    PAttn a = {q, k, v, out, PyLong_AsLong(args[4]), PyLong_AsLong(args[5]), PyLong_AsLong(args[6]),
-               PyLong_AsLong(args[7]), PyLong_AsLong(args[8]), PyLong_AsLong(args[9]), (float)PyFloat_AsDouble(args[10])};
-    int threads = (int)PyLong_AsLong(args[11]);
+    PAttn a = {q, k, v, out, PyLong_AsLong(args[5]), PyLong_AsLong(args[6]), PyLong_AsLong(args[7]),
+               PyLong_AsLong(args[8]), PyLong_AsLong(args[9]), PyLong_AsLong(args[10]), (float)PyFloat_AsDouble(args[11]),
+               PyObject_IsTrue(args[4])};
+    int threads = (int)PyLong_AsLong(args[12]);
     if (PyErr_Occurred()) return NULL;
     if (a.T < 1 || a.start < 0 || a.nkv < 1 || a.nh < 1 || a.start + a.T > a.S_max) {
         PyErr_Format(PyExc_ValueError, "attend_prefill: bad shape T=%ld start=%ld S_max=%ld", a.T, a.start, a.S_max);
@@ -1941,7 +2010,7 @@ static PyMethodDef methods[] = {
     {"dequant", (PyCFunction)(void (*)(void))dequant, METH_FASTCALL, "int8 rows times their scales -> float32/bfloat16"},
     {"plan", make_plan, METH_VARARGS, "prepare the fused decode step for a model's weights"},
     {"token", (PyCFunction)(void (*)(void))token, METH_FASTCALL, "decode tokens of one sequence: ids to float32 logits"},
-    {"attend_prefill", (PyCFunction)(void (*)(void))attend_prefill, METH_FASTCALL, "causal attention of new bfloat16 queries over the cache"},
+    {"attend_prefill", (PyCFunction)(void (*)(void))attend_prefill, METH_FASTCALL, "causal attention of new queries over the cache (float32 or bfloat16)"},
     {"argmax", (PyCFunction)(void (*)(void))argmax, METH_FASTCALL, "index of the largest float32 (torch.argmax's answer)"},
     {"sample", (PyCFunction)(void (*)(void))sample, METH_FASTCALL, "penalty, temperature, top-k, top-p and a draw: one token id"},
     {"packed_size", (PyCFunction)(void (*)(void))packed_size_py, METH_FASTCALL, "bytes and escapes of a packed bfloat16 matrix"},

@@ -89,18 +89,19 @@ def dequantize_int8(weight: torch.Tensor, scales: torch.Tensor, out: torch.Tenso
 def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) -> torch.Tensor | None:
     """Causal attention of the queries q (1, nh, T, hs) at cache slots ``start..start+T`` over the cache
     k, v (1, nkv, S_max, hs), slots 0..start+T already written: query t sees slots <= start + t. One C
-    call (``_decode.c``, "prefill attention": 2-2.5x PyTorch's CPU flash attention here, same
-    numerics), or None where it does not apply (not bfloat16, head size not a multiple of 64, no
-    AVX512-BF16); then the caller runs SDPA. Returns (1, nh, T, hs), a view of a (1, T, nh, hs) tensor."""
+    call (``_decode.c``, "prefill attention": ~2.4x PyTorch's CPU flash attention in bfloat16 here,
+    same numerics), or None where it does not apply (head size not a multiple of 64, no AVX-512, or
+    bfloat16 without AVX512-BF16); then the caller runs SDPA. Returns (1, nh, T, hs), a view of a
+    (1, T, nh, hs) tensor."""
     B, nh, T, hs = q.shape
-    if not (available() and B == 1 and q.dtype == k.dtype == v.dtype == torch.bfloat16 and hs % 64 == 0
-            and k.is_contiguous() and v.is_contiguous() and k.shape[0] == 1):
+    if not (available() and B == 1 and q.dtype == k.dtype == v.dtype and q.dtype in (torch.float32, torch.bfloat16)
+            and hs % 64 == 0 and k.is_contiguous() and v.is_contiguous() and k.shape[0] == 1):
         return None
     qt = q.transpose(1, 2).contiguous()  # rope keeps (T, nh, hs) memory order: no copy
-    out = torch.empty(1, T, nh, hs, dtype=torch.bfloat16)
+    out = torch.empty(1, T, nh, hs, dtype=q.dtype)
     nkv, s_max = k.shape[1], k.shape[2]
-    if not _decode.attend_prefill(qt.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), T, start, nh, nkv, hs,
-                                  s_max, hs ** -0.5, torch.get_num_threads()):
+    if not _decode.attend_prefill(qt.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), q.dtype == torch.float32,
+                                  T, start, nh, nkv, hs, s_max, hs ** -0.5, torch.get_num_threads()):
         return None
     return out.transpose(1, 2)
 
