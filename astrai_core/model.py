@@ -131,6 +131,11 @@ class Attention(nn.Module):
         return self.o_proj(y)
 
 
+def _swiglu(gu: torch.Tensor) -> torch.Tensor:
+    gate, up = gu.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -138,10 +143,14 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
         self.gate_up_proj: nn.Module | None = None  # set by fuse() for inference
+        self.swiglu = _swiglu
 
     @torch.no_grad()
-    def fuse(self) -> None:
-        """Replace gate/up projections by one matmul (inference only, like ``Attention.fuse``)."""
+    def fuse(self, swiglu=None) -> None:
+        """Replace gate/up projections by one matmul (inference only, like ``Attention.fuse``);
+        ``swiglu`` maps its output [gate | up] to silu(gate) * up (a fused kernel, if given)."""
+        if swiglu is not None:
+            self.swiglu = swiglu
         if self.gate_up_proj is not None:
             return
         w = torch.cat([self.gate_proj.weight, self.up_proj.weight])
@@ -152,8 +161,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up_proj is not None:
-            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-            return self.down_proj(F.silu(gate) * up)
+            return self.down_proj(self.swiglu(self.gate_up_proj(x)))
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -186,11 +194,12 @@ class Transformer(nn.Module):
         # the meta device and loaded with assign=True, which would leave a buffer on meta).
         self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def fuse_for_inference(self) -> None:
-        """Fuse q/k/v and gate/up projections into single matmuls (fewer, larger kernels per token)."""
+    def fuse_for_inference(self, swiglu=None) -> None:
+        """Fuse q/k/v and gate/up projections into single matmuls (fewer, larger kernels per token);
+        ``swiglu``: a fused silu(gate) * up of the gate/up output, if the caller has one."""
         for layer in self.layers:
             layer.attention.fuse()
-            layer.mlp.fuse()
+            layer.mlp.fuse(swiglu)
 
     def rope_tables(self, n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, signed sin) tables (n', head_dim), n' >= max(n, max_position_embeddings), cached.

@@ -980,6 +980,17 @@ CLONES static void swiglu(const float *gu, long n, float *act) {
     }
 }
 
+/* the same over the rows of a prefill (float32: for bfloat16 PyTorch's F.silu(gate) * up is as fast as
+   one fused pass here, measured equal at 512 x 5632) */
+static void swiglu_rows(const float *gu, float *act, long M, long n, int threads) {
+#if defined(_OPENMP)
+    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && M > 1)
+#else
+    (void)threads;
+#endif
+    for (long m = 0; m < M; m++) swiglu(gu + m * 2 * n, n, act + m * n);
+}
+
 /* rotate-half rotary: out_i = x_i cos_i + x_{(i + hs/2) % hs} sin_i (sin signed, see model.apply_rope) */
 static void rope(float *x, const void *cos, const void *sin, int bf16, long hs) {
     float tmp[1024];
@@ -1510,6 +1521,29 @@ static PyObject *attend_prefill(PyObject *self, PyObject *const *args, Py_ssize_
     return PyBool_FromLong(done);
 }
 
+/* swiglu(gu, act, M, n, threads) -> None: act (M, n) = silu(gate) * up of gu (M, 2n) = [gate | up],
+   both contiguous float32; pointers are ints */
+static PyObject *swiglu_py(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "swiglu takes 5 arguments");
+        return NULL;
+    }
+    void *gu, *act;
+    if (!as_ptr(args[0], &gu) || !as_ptr(args[1], &act)) return NULL;
+    long M = PyLong_AsLong(args[2]), n = PyLong_AsLong(args[3]);
+    int threads = (int)PyLong_AsLong(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    if (M < 0 || n < 0) {
+        PyErr_Format(PyExc_ValueError, "swiglu: bad shape M=%ld n=%ld", M, n);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    swiglu_rows((const float *)gu, (float *)act, M, n, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 /* matvec(kind, w, scale, x, x_bf16, y, y_bf16, M, N, K, threads) -> None; pointers are ints */
 static PyObject *matvec(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
@@ -2011,6 +2045,7 @@ static PyMethodDef methods[] = {
     {"plan", make_plan, METH_VARARGS, "prepare the fused decode step for a model's weights"},
     {"token", (PyCFunction)(void (*)(void))token, METH_FASTCALL, "decode tokens of one sequence: ids to float32 logits"},
     {"attend_prefill", (PyCFunction)(void (*)(void))attend_prefill, METH_FASTCALL, "causal attention of new queries over the cache (float32 or bfloat16)"},
+    {"swiglu", (PyCFunction)(void (*)(void))swiglu_py, METH_FASTCALL, "silu(gate) * up over float32 rows of [gate | up]"},
     {"argmax", (PyCFunction)(void (*)(void))argmax, METH_FASTCALL, "index of the largest float32 (torch.argmax's answer)"},
     {"sample", (PyCFunction)(void (*)(void))sample, METH_FASTCALL, "penalty, temperature, top-k, top-p and a draw: one token id"},
     {"packed_size", (PyCFunction)(void (*)(void))packed_size_py, METH_FASTCALL, "bytes and escapes of a packed bfloat16 matrix"},
