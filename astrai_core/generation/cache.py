@@ -9,7 +9,7 @@ from astrai_core.model import attention
 
 
 class LayerCache:
-    """One layer's view of a :class:`KVCache`; the model calls ``update`` once per forward."""
+    """One layer's view of a :class:`KVCache`; the model calls ``attend`` once per forward."""
 
     def __init__(self, parent: "KVCache", k: torch.Tensor, v: torch.Tensor) -> None:
         self.parent = parent
@@ -33,7 +33,8 @@ class LayerCache:
                mask: torch.Tensor | None) -> torch.Tensor:
         """Write ``k``/``v`` (B, nkv, T, hs) at slots ``parent.start ..``, then attention of ``q`` (B, nh, T, hs)
         over slots ``0 .. start + T``: causal (query t sees slots <= start + t) when ``mask`` is None, else
-        as the mask says. A batch of one in bfloat16 takes the compiled prefill kernel where it applies."""
+        as the mask says. A batch of one in float32 or bfloat16 takes the compiled prefill kernel where it
+        applies (:func:`~astrai_core.generation.kernels.prefill_attention`), anything else SDPA."""
         k, v = self.update(input_pos, k, v)
         if mask is None:
             y = kernels.prefill_attention(q, self.k, self.v, self.parent.start)
