@@ -131,7 +131,8 @@ class Attention(nn.Module):
         return self.o_proj(y)
 
 
-def _swiglu(gu: torch.Tensor) -> torch.Tensor:
+def swiglu(gu: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up for gu = [gate | up] on the last dimension (the fused gate/up output)."""
     gate, up = gu.chunk(2, dim=-1)
     return F.silu(gate) * up
 
@@ -143,7 +144,7 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
         self.gate_up_proj: nn.Module | None = None  # set by fuse() for inference
-        self.swiglu = _swiglu
+        self.swiglu = swiglu
 
     @torch.no_grad()
     def fuse(self, swiglu=None) -> None:

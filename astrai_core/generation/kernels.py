@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from astrai_core.model import swiglu as torch_swiglu
+
 try:  # absent where no C compiler was found at install (setup.py marks the extension optional)
     from astrai_core.generation import _decode
 except ImportError:  # pragma: no cover - depends on the install
@@ -111,13 +113,12 @@ def swiglu(gu: torch.Tensor) -> torch.Tensor:
     output): one C pass over contiguous float32 without autograd, where PyTorch's ``F.silu(gate) * up``
     makes two, the first over a strided half (float32 prefill ~4-6% faster as measured on the
     development machine). Elsewhere, bfloat16 included (no faster fused here), those two ops."""
-    n = gu.shape[-1] // 2
-    if not (available() and gu.dtype == torch.float32 and gu.is_contiguous()
+    if not (available() and gu.dtype == torch.float32 and gu.is_contiguous() and gu.shape[-1] > 0
             and not (gu.requires_grad and torch.is_grad_enabled())):
-        gate, up = gu.split(n, dim=-1)
-        return torch.nn.functional.silu(gate) * up
+        return torch_swiglu(gu)
+    n = gu.shape[-1] // 2
     out = torch.empty(*gu.shape[:-1], n, dtype=gu.dtype)
-    _decode.swiglu(gu.data_ptr(), out.data_ptr(), gu.numel() // (2 * n) if n else 0, n, torch.get_num_threads())
+    _decode.swiglu(gu.data_ptr(), out.data_ptr(), gu.numel() // gu.shape[-1], n, torch.get_num_threads())
     return out
 
 
