@@ -19,15 +19,21 @@ from torch import nn
 from astrai_core.config import ModelConfig
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dimension: one fused op (normalises in float32 internally, returns the
+    input dtype)."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.rms_norm = rms_norm  # Transformer.fuse_for_inference may set a compiled one
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One fused op (normalises in float32 internally, returns the input dtype).
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return self.rms_norm(x, self.weight, self.eps)
 
 
 def rope_cos_sin(config: ModelConfig, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,12 +201,17 @@ class Transformer(nn.Module):
         # the meta device and loaded with assign=True, which would leave a buffer on meta).
         self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def fuse_for_inference(self, swiglu=None) -> None:
+    def fuse_for_inference(self, swiglu=None, rms_norm=None) -> None:
         """Fuse q/k/v and gate/up projections into single matmuls (fewer, larger kernels per token);
-        ``swiglu``: a fused silu(gate) * up of the gate/up output, if the caller has one."""
+        ``swiglu``: a fused silu(gate) * up of the gate/up output, ``rms_norm``: a
+        ``rms_norm(x, weight, eps)`` for every RMSNorm, if the caller has them (compiled kernels)."""
         for layer in self.layers:
             layer.attention.fuse()
             layer.mlp.fuse(swiglu)
+        if rms_norm is not None:
+            for m in self.modules():
+                if isinstance(m, RMSNorm):
+                    m.rms_norm = rms_norm
 
     def rope_tables(self, n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, signed sin) tables (n', head_dim), n' >= max(n, max_position_embeddings), cached.

@@ -255,6 +255,12 @@ FULL = ModelConfig(vocab_size=300, hidden_size=128, num_layers=3, num_heads=8, n
 needs_bf16_dp = pytest.mark.skipif(kernels.level() < 3, reason="bfloat16 prefill attention needs AVX512-BF16")
 
 
+@pytest.fixture
+def bf16_kernel(monkeypatch):
+    """The bfloat16 prefill attention kernel in use even where AMX sends bfloat16 to PyTorch's SDPA."""
+    monkeypatch.setattr(kernels, "SDPA_BF16", False)
+
+
 def causal_attention_f64(q, k, v, start):
     """q (1, nh, T, hs) at slots start.., over slots 0..start+T of k, v (1, nkv, S, hs), in float64."""
     T, g = q.shape[2], q.shape[1] // k.shape[1]
@@ -269,7 +275,7 @@ def causal_attention_f64(q, k, v, start):
 @pytest.mark.parametrize("nh,nkv,hs,T,start", [(9, 3, 64, 130, 0), (24, 4, 64, 200, 0), (9, 3, 64, 37, 100),
                                                (16, 4, 128, 70, 300), (8, 1, 64, 65, 63), (5, 5, 64, 1, 9),
                                                (14, 2, 64, 1, 0), (7, 7, 192, 50, 14)])
-def test_prefill_attention_kernel(nh, nkv, hs, T, start, dtype):
+def test_prefill_attention_kernel(nh, nkv, hs, T, start, dtype, bf16_kernel):
     """The compiled prefill attention against float64: in bfloat16 as accurate as PyTorch's bfloat16
     SDPA, in float32 to float32 rounding; for grouped heads (1..8 per group, odd tails of rows and
     keys), a cached past, head sizes 64-192. Slots past start + T hold NaN: reading one would show."""
@@ -294,7 +300,7 @@ def test_prefill_attention_kernel(nh, nkv, hs, T, start, dtype):
 
 
 @needs_bf16_dp
-def test_prefill_attention_declines_what_it_cannot_run():
+def test_prefill_attention_declines_what_it_cannot_run(bf16_kernel):
     q, k = torch.randn(1, 4, 8, 64).bfloat16(), torch.randn(1, 2, 16, 64).bfloat16()
     assert kernels.prefill_attention(q, k.float(), k.float(), 0) is None  # mixed dtypes
     assert kernels.prefill_attention(q.half(), k.half(), k.half(), 0) is None  # float16
@@ -306,10 +312,23 @@ def test_prefill_attention_declines_what_it_cannot_run():
         kernels.prefill_attention(q, k, k, 9)  # 9 + 8 slots > 16
 
 
+def test_bfloat16_prefill_attention_is_sdpa_on_amx(monkeypatch):
+    """With AMX (or SDPA_BF16 set), bfloat16 prefill attention is left to PyTorch; float32 keeps the kernel."""
+    assert kernels.SDPA_BF16 == kernels.amx()
+    monkeypatch.setattr(kernels, "SDPA_BF16", True)
+    q, k = torch.randn(1, 4, 8, 64), torch.randn(1, 2, 16, 64)
+    assert kernels.prefill_attention(q.bfloat16(), k.bfloat16(), k.bfloat16(), 0) is None
+    if kernels.level() >= 2:
+        assert kernels.prefill_attention(q, k, k, 0) is not None
+
+
 @needs_bf16_dp
-def test_chunked_bfloat16_prefill_matches_one_shot(smollm2_gguf):
+@pytest.mark.parametrize("sdpa", [False, True])
+def test_chunked_bfloat16_prefill_matches_one_shot(smollm2_gguf, monkeypatch, sdpa):
     """The real SmolLM2 in bfloat16: a prompt prefilled in chunks of 10 (each chunk attends to the cached
-    past through the kernel) gives the one-shot prefill's logits up to bfloat16 rounding, and its tokens."""
+    past through the kernel, or SDPA as on AMX CPUs) gives the one-shot prefill's logits up to bfloat16
+    rounding, and its tokens."""
+    monkeypatch.setattr(kernels, "SDPA_BF16", sdpa)
     ids = load_model(smollm2_gguf).tokenizer.encode_chat(
         [{"role": "system", "content": "You are a careful assistant. Answer from the sources; cite them."},
          {"role": "user", "content": "Summarise the history of the Grand Canal of China in a few sentences."}])
@@ -545,10 +564,76 @@ def test_swiglu_kernel(shape):
     assert err < 1e-33, err
 
 
-def test_swiglu_leaves_bfloat16_and_autograd_to_torch():
-    gu = torch.randn(4, 64).to(torch.bfloat16)
+def bf16_close(got: torch.Tensor, want: torch.Tensor, equal_share: float = 0.999) -> None:
+    """bfloat16 results rounded as PyTorch rounds: nearly all equal (below 1e-30 counts as equal: the
+    kernels' exp stops at e^-87), the rest one rounding step apart (summation order)."""
+    assert got.shape == want.shape and got.dtype == want.dtype == torch.bfloat16
+    g, w = got.float(), want.float()
+    assert ((g == w) | ((g - w).abs() < 1e-30)).float().mean().item() >= equal_share
+    assert ((g - w).abs() <= w.abs() * 2 ** -7 + 1e-30).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 2 * 17), (7, 2 * 1536), (2, 5, 2 * 100)])
+def test_swiglu_bfloat16_rounds_as_torch(shape):
+    """bfloat16 swiglu in one C pass: silu(gate) rounded to bfloat16, then the product, as PyTorch's
+    two ops; saturating, tiny, zero and infinite gates included."""
+    if kernels.level() < 3:
+        pytest.skip("the bfloat16 pass needs AVX512-BF16")
+    torch.manual_seed(sum(shape))
+    gu = (torch.randn(shape) * 6).to(torch.bfloat16)
+    gu[..., 0], gu[..., 1], gu[..., 2], gu[..., 3] = 100.0, -100.0, 1e-30, 0.0
+    n = shape[-1] // 2
     gate, up = gu.chunk(2, dim=-1)
-    assert torch.equal(kernels.swiglu(gu), torch.nn.functional.silu(gate) * up)
+    bf16_close(kernels.swiglu(gu), torch.nn.functional.silu(gate) * up)
+
+
+def test_swiglu_leaves_autograd_to_torch():
     gu = torch.randn(4, 64, requires_grad=True)
     kernels.swiglu(gu).sum().backward()
     assert gu.grad is not None and gu.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("rows,n", [(1, 64), (37, 100), (512, 1536), (3, 17)])
+def test_rms_norm_kernel(rows, n):
+    """bfloat16 RMSNorm in one C pass rounds as F.rms_norm; a strided view (the q/k norms' input) too;
+    float32 and autograd keep PyTorch's op exactly."""
+    if kernels.level() < 3:
+        pytest.skip("the bfloat16 pass needs AVX512-BF16")
+    torch.manual_seed(rows + n)
+    x = (torch.randn(rows, 2 * n) * 3).to(torch.bfloat16)[:, n // 2:n // 2 + n]  # not contiguous
+    w = torch.randn(n).to(torch.bfloat16)
+    bf16_close(kernels.rms_norm(x, w, 1e-6), torch.nn.functional.rms_norm(x, (n,), w, 1e-6))
+    xf, wf = x.float(), w.float()
+    assert torch.equal(kernels.rms_norm(xf, wf, 1e-6), torch.nn.functional.rms_norm(xf, (n,), wf, 1e-6))
+    wg = w.float().requires_grad_()
+    kernels.rms_norm(xf, wg, 1e-6).sum().backward()
+    assert wg.grad is not None and wg.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["packed", "int8"])
+def test_prefill_linear_in_row_blocks(kind, monkeypatch):
+    """Prefill GEMMs of packed bfloat16 and int8 weights convert the weight a block of rows at a time
+    (tiled_linear): the same result as one GEMM on the whole converted weight, up to the GEMM's own
+    bfloat16 rounding, with a last block shorter than the rest."""
+    if kind == "packed" and not kernels.packed_fast():
+        pytest.skip("no packed bfloat16 here")
+    monkeypatch.setattr(quantize, "TILE_ROWS", 64)
+    torch.manual_seed(3)
+    lin = torch.nn.Linear(192, 300, bias=True).to(torch.bfloat16)
+    x = torch.randn(2, 20, 192).to(torch.bfloat16)
+    if kind == "packed":
+        layer = PackedBF16Linear(lin, kernels.pack_bf16(lin.weight.detach()))
+        for n0, n1 in [(0, 64), (256, 300), (5, 6)]:
+            assert torch.equal(layer.unpacked(n0, n1).view(torch.int16), lin.weight[n0:n1].view(torch.int16))
+        want = torch.nn.functional.linear(x, lin.weight, lin.bias)
+    else:
+        layer = quantize.Int8Linear(lin)
+        w = (layer.weight.float() * layer.scales[:, None]).to(torch.bfloat16)
+        want = torch.nn.functional.linear(x, w, lin.bias)
+    with torch.inference_mode():
+        got = layer(x)
+    assert got.shape == (2, 20, 300)
+    assert ((got.float() - want.float()).abs() <= want.float().abs() * 2 ** -6 + 0.05).all()
+    with pytest.raises(ValueError, match="does not hold rows"):
+        kernels.unpack_bf16(torch.zeros(10, dtype=torch.uint8), torch.empty(3, 64, dtype=torch.bfloat16),
+                            (10, 64), (0, 4))

@@ -15,7 +15,7 @@ import torch
 from astrai_core.checkpoint import LoadedModel
 from astrai_core.errors import ConfigError, ContextLengthError, GenerationError
 from astrai_core.generation.cache import KVCache
-from astrai_core.generation.kernels import DecodeStep, swiglu
+from astrai_core.generation.kernels import DecodeStep, rms_norm, swiglu
 from astrai_core.generation.quantize import QUANT_MODES, quantize_model
 from astrai_core.generation.sampling import next_token
 from astrai_core.tokenizer import StreamDecoder
@@ -277,7 +277,7 @@ class Engine:
         model = loaded.model.to(dtype=self.dtype).eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        model.fuse_for_inference(swiglu)  # one C pass for silu(gate) * up (kernels.swiglu)
+        model.fuse_for_inference(swiglu, rms_norm)  # one C pass each (kernels.swiglu, kernels.rms_norm)
         # every linear, float32 and bfloat16 included, becomes one whose decode-sized calls run the
         # compiled matrix-vector kernel (quantize.py), ~1.5-2x PyTorch's one-row GEMM
         quantize_model(model, self.weights)
