@@ -107,7 +107,7 @@ def dequantize_int8(weight: torch.Tensor, scales: torch.Tensor, out: torch.Tenso
 def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) -> torch.Tensor | None:
     """Causal attention of the queries q (1, nh, T, hs) at cache slots ``start..start+T`` over the cache
     k, v (1, nkv, S_max, hs), slots 0..start+T already written: query t sees slots <= start + t. One C
-    call (``_decode.c``, "prefill attention": ~2.4x PyTorch's CPU flash attention in bfloat16 here,
+    call (``_decode.c``, "prefill attention": ~2.4x PyTorch's CPU flash attention in bfloat16 on Zen 4,
     same numerics), or None where it does not apply (head size not a multiple of 64, no AVX-512,
     bfloat16 without AVX512-BF16, or bfloat16 on a CPU with AMX, where PyTorch's flash attention runs on
     the AMX tiles: 2.9x faster than this kernel on the Intel Xeon development VM, 1.1 vs 3.2 ms a

@@ -22,12 +22,13 @@ Three paths per call, chosen by the number of rows (tokens) in the input:
   float32 weights). The dequantized copy goes into one scratch buffer per thread, reused by every
   layer: a fresh allocation each call paid its page faults every time (int8 -> bfloat16 of a 1B
   model's MLP weight: 15.5 ms into new memory, 1.6 ms into the reused buffer, against 53 ms for
-  the GEMM at 512 rows; AMD EPYC, 2 threads).
+  the GEMM at 512 rows; AMD EPYC, 2 threads); int8 and packed weights are converted a block of
+  rows at a time (:func:`tiled_linear`).
 
 bfloat16 under bfloat16 activations, where the CPU has AVX512-BF16 and VBMI: packed losslessly to 12
 bits a weight (:class:`PackedBF16Linear`, the layout in ``_decode.c``): decode reads 3/4 of the bytes
-and computes exactly what the unpacked weights give; prefill unpacks into the scratch buffer (~3 ms
-per 10M weights from cold memory: 32 ms of a 565 ms SmolLM2 prefill of 512 tokens).
+and computes exactly what the unpacked weights give; prefill unpacks into the scratch buffer, a block
+of rows at a time.
 int8: symmetric, one scale per output channel (``aten._weight_int8pack_mm`` layout).
 int4: asymmetric, one scale/zero per group of ``group_size`` inputs, ``aten._weight_int4pack_mm_for_cpu``
 (always the kernel: its packed layout is not dequantized here, so int4 prefill is slower).
