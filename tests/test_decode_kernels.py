@@ -482,6 +482,41 @@ def test_int4_engine_keeps_pytorch_path(tok):
     assert len(eng.generate([1, 2, 3], GenerationConfig(max_new_tokens=4)).token_ids) == 4
 
 
+def test_float32_engine_keeps_bfloat16_valued_weights_in_bfloat16(level, tok, monkeypatch):
+    """A bfloat16 checkpoint run in float32 (a CPU without native bfloat16): its linears keep their
+    weights in bfloat16, half the bytes a decode token reads, and the logits (prefill, one-token steps,
+    several-token steps) are bit for bit those of float32 weights. Weights that are not all bfloat16
+    values stay float32."""
+    from astrai_core.generation.quantize import F32Linear
+
+    def loaded(bf16_values: bool) -> LoadedModel:
+        lo = random_loaded(FULL, tok)
+        if bf16_values:
+            with torch.no_grad():
+                for p in lo.model.parameters():
+                    p.copy_(p.to(torch.bfloat16).float())
+        return lo
+
+    narrow = Engine(loaded(True), dtype="float32")
+    linears = [m for m in narrow.model.modules() if hasattr(m, "out_features")]
+    assert linears and all(isinstance(m, BF16Linear) and m.weight.dtype == torch.bfloat16 for m in linears)
+    assert narrow.dtype == torch.float32 and narrow._step is not None
+    general = Engine(loaded(False), dtype="float32")
+    assert all(isinstance(m, F32Linear) for m in general.model.modules() if hasattr(m, "out_features"))
+    monkeypatch.setattr(quantize, "F32_AS_BF16", False)
+    wide = Engine(loaded(True), dtype="float32")
+    assert all(isinstance(m, F32Linear) for m in wide.model.modules() if hasattr(m, "out_features"))
+    ids = torch.randint(0, FULL.vocab_size, (40,), generator=torch.Generator().manual_seed(4)).tolist()
+    assert torch.equal(stepwise_logits(narrow, ids, 12), stepwise_logits(wide, ids, 12))
+    rows = []
+    for eng in (narrow, wide):
+        kv = KVCache(FULL.num_layers, 1, FULL.num_kv_heads, 64, FULL.head_dim, eng.dtype)
+        with torch.inference_mode():
+            eng._forward(torch.tensor([ids[:12]]), torch.arange(12), kv, 0, None)
+        rows.append(eng._step(tuple(ids[12:18]), 12, kv, 12))
+    assert torch.equal(rows[0], rows[1])
+
+
 @needs_vbmi
 def test_real_model_packed_bfloat16_is_exact(smollm2_gguf, tok, monkeypatch):
     """SmolLM2-135M in bfloat16: every linear packs (its trained weights list ~0.02% apart), and the
