@@ -503,6 +503,9 @@ def test_float32_engine_keeps_bfloat16_valued_weights_in_bfloat16(level, tok, mo
     assert narrow.dtype == torch.float32 and narrow._step is not None
     general = Engine(loaded(False), dtype="float32")
     assert all(isinstance(m, F32Linear) for m in general.model.modules() if hasattr(m, "out_features"))
+    odd = torch.nn.Linear(40, 8, bias=False)  # no kernel for 40 inputs: BF16Linear would round x there
+    odd.weight.data.copy_(odd.weight.data.to(torch.bfloat16).float())
+    assert isinstance(quantize.f32_linear(odd), F32Linear)
     monkeypatch.setattr(quantize, "F32_AS_BF16", False)
     wide = Engine(loaded(True), dtype="float32")
     assert all(isinstance(m, F32Linear) for m in wide.model.modules() if hasattr(m, "out_features"))

@@ -144,9 +144,9 @@ def swiglu(gu: torch.Tensor) -> torch.Tensor:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``F.rms_norm(x, (n,), weight, eps)`` over the last dimension: one C pass for bfloat16 without
-    autograd (returned contiguous) (PyTorch's bfloat16 path is ~10x slower than its float32 one), rounded as it rounds;
-    PyTorch's op otherwise (float32 keeps exactly PyTorch's numerics)."""
+    """``F.rms_norm(x, (n,), weight, eps)`` over the last dimension. bfloat16 without autograd: one C pass,
+    rounded as PyTorch rounds, the result contiguous (PyTorch's bfloat16 path is several times slower than
+    its float32 one). Anything else, float32 included: PyTorch's op, so its numerics exactly."""
     n = x.shape[-1]
     if not (available() and x.dtype == weight.dtype == torch.bfloat16 and n > 0
             and weight.is_contiguous() and weight.shape == (n,)

@@ -273,8 +273,9 @@ def f32_linear(linear: nn.Linear) -> nn.Module:
     (:func:`bf16_exact`, e.g. a bfloat16 checkpoint on a CPU without native bfloat16) and the kernels
     run (their bfloat16-weight dot products widen each weight and take the float32 path's products in
     its order, so the results are the same bits while decode reads half the bytes); an
-    :class:`F32Linear` otherwise."""
-    if F32_AS_BF16 and kernels.available() and bf16_exact(linear.weight):
+    :class:`F32Linear` otherwise, and where the kernel cannot take the shape (a :class:`BF16Linear` would
+    round the input to bfloat16 there)."""
+    if F32_AS_BF16 and kernels.available() and linear.in_features % 32 == 0 and bf16_exact(linear.weight):
         return BF16Linear(linear)
     return F32Linear(linear)
 
