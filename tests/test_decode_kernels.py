@@ -375,6 +375,15 @@ def stepwise_logits(engine: Engine, ids: list[int], n_prompt: int) -> torch.Tens
     return torch.cat(steps)
 
 
+def draft_step_logits(engine: Engine, ids: list[int], n_prompt: int) -> torch.Tensor:
+    """Prefill ``ids[:n_prompt]``, then the rest in one several-token step (a lookup draft's check)."""
+    c = engine.config
+    kv = KVCache(c.num_layers, 1, c.num_kv_heads, 64, c.head_dim, engine.dtype)
+    with torch.inference_mode():
+        engine._forward(torch.tensor([ids[:n_prompt]]), torch.arange(n_prompt), kv, 0, None)
+    return engine._step(tuple(ids[n_prompt:]), n_prompt, kv, n_prompt)
+
+
 def step_vs_model_error(config: ModelConfig, tok, monkeypatch, dtype: str, quant: str | None, n: int,
                         n_prompt: int, seed: int) -> float:
     """Largest relative logit error of the fused step against the model's own forward over ``n`` tokens."""
@@ -511,13 +520,7 @@ def test_float32_engine_keeps_bfloat16_valued_weights_in_bfloat16(level, tok, mo
     assert all(isinstance(m, F32Linear) for m in wide.model.modules() if hasattr(m, "out_features"))
     ids = torch.randint(0, FULL.vocab_size, (40,), generator=torch.Generator().manual_seed(4)).tolist()
     assert torch.equal(stepwise_logits(narrow, ids, 12), stepwise_logits(wide, ids, 12))
-    rows = []
-    for eng in (narrow, wide):
-        kv = KVCache(FULL.num_layers, 1, FULL.num_kv_heads, 64, FULL.head_dim, eng.dtype)
-        with torch.inference_mode():
-            eng._forward(torch.tensor([ids[:12]]), torch.arange(12), kv, 0, None)
-        rows.append(eng._step(tuple(ids[12:18]), 12, kv, 12))
-    assert torch.equal(rows[0], rows[1])
+    assert torch.equal(draft_step_logits(narrow, ids[:18], 12), draft_step_logits(wide, ids[:18], 12))
 
 
 @needs_vbmi
@@ -534,14 +537,7 @@ def test_real_model_packed_bfloat16_is_exact(smollm2_gguf, tok, monkeypatch):
     ids = tok.encode_chat([{"role": "user", "content": "Name three rivers in China."}])
     ids += tok.encode(" The Yangtze, the Yellow River and the Pearl River.")
     assert torch.equal(stepwise_logits(packed, ids, 10), stepwise_logits(plain, ids, 10))
-    c = packed.config
-    rows = []
-    for eng in (packed, plain):
-        kv = KVCache(c.num_layers, 1, c.num_kv_heads, 64, c.head_dim, eng.dtype)
-        with torch.inference_mode():
-            eng._forward(torch.tensor([ids[:12]]), torch.arange(12), kv, 0, None)
-        rows.append(eng._step(tuple(ids[12:20]), 12, kv, 12))
-    assert torch.equal(rows[0], rows[1])
+    assert torch.equal(draft_step_logits(packed, ids[:20], 12), draft_step_logits(plain, ids[:20], 12))
 
 
 @pytest.fixture(scope="module")
