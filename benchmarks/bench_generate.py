@@ -154,6 +154,14 @@ def medians(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+def prefill_median(prefills: list[float], runs: list[dict]) -> dict:
+    """Prefill tok/s as the median over the extra prefill-only runs and the timed generations' prefills
+    (a prefill is short next to 128 decoded tokens, and this VM's speed swings from run to run)."""
+    import statistics
+
+    return {"prefill_tok_s": statistics.median(prefills + [r["prefill_tok_s"] for r in runs])}
+
+
 def our_engine(args, loaded):
     """Our engine for ``--case``, sized for the prompt and the new tokens, stop ids off (exactly
     ``--new-tokens`` decoded, even on random weights), lookup drafting off: one token per pass over
@@ -182,6 +190,8 @@ def run_ours(args, loaded) -> dict:
     warmup_s = time.perf_counter() - t
     bandwidth = read_bandwidth_gb_s()
     reset_peak_rss()
+    prefills = [args.prompt_len / engine.generate(prompt_ids(vocab, args.prompt_len, 200 + r), GenerationConfig(
+        max_new_tokens=1)).timings["prefill_s"] for r in range(args.prefill_repeats)]
     runs = []
     for r in range(args.repeats):
         res = engine.generate(prompt_ids(vocab, args.prompt_len, 2 + r), GenerationConfig(max_new_tokens=args.new_tokens))
@@ -196,7 +206,8 @@ def run_ours(args, loaded) -> dict:
     res = engine.generate(prompt_ids(vocab, args.prompt_len, 98), GenerationConfig(
         max_new_tokens=args.new_tokens, temperature=0.7, top_p=0.9, repetition_penalty=1.1, seed=0))
     sampled = (res.completion_tokens - 1) / res.timings["decode_s"]
-    return {**medians(runs), "decode0_tok_s": decode0, "sampled_tok_s": sampled, "peak_rss_mb": peak_rss_mb(),
+    return {**medians(runs), **prefill_median(prefills, runs), "decode0_tok_s": decode0, "sampled_tok_s": sampled,
+            "peak_rss_mb": peak_rss_mb(),
             "setup_s": setup_s,
             "warmup_s": warmup_s,
             "activations": str(engine.dtype).replace("torch.", ""), "weights": engine.weights,
@@ -262,6 +273,7 @@ def run_hf(args, loaded) -> dict:
     gen(prompt_ids(vocab, min(64, args.prompt_len), 1), 8)  # warm-up
     bandwidth = read_bandwidth_gb_s()
     reset_peak_rss()
+    prefills = [args.prompt_len / gen(prompt_ids(vocab, args.prompt_len, 200 + r), 1) for r in range(args.prefill_repeats)]
     runs = []
     for r in range(args.repeats):
         ids = prompt_ids(vocab, args.prompt_len, 2 + r)
@@ -269,7 +281,8 @@ def run_hf(args, loaded) -> dict:
         total = gen(ids, args.new_tokens)
         runs.append({"prefill_tok_s": args.prompt_len / ttft, "decode_tok_s": (args.new_tokens - 1) / (total - ttft),
                      "ttft_s": ttft})
-    return {**medians(runs), "peak_rss_mb": peak_rss_mb(), "decode_runs": [r["decode_tok_s"] for r in runs],
+    return {**medians(runs), **prefill_median(prefills, runs), "peak_rss_mb": peak_rss_mb(),
+            "decode_runs": [r["decode_tok_s"] for r in runs],
             "weight_bytes": nbytes, "read_gb_s": bandwidth}
 
 
@@ -399,7 +412,8 @@ def run_row(args, model: str, case: str, engine: str) -> dict | None:
     """One measurement in a fresh process (``--paired`` runs ours against llama.cpp in one); None if it failed."""
     cmd = [sys.executable, __file__, "--child", "--model", model, "--case", case, "--engine", engine,
            "--threads", str(args.threads), "--prompt-len", str(args.prompt_len),
-           "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--paired", str(args.paired)]
+           "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats), "--paired", str(args.paired),
+           "--prefill-repeats", str(args.prefill_repeats)]
     if engine == "llama.cpp" or args.paired:
         cmd += ["--llama-cpp", args.llama_cpp, "--gguf", str(llama_gguf(args, model, case))]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -461,6 +475,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="timed generations per row (medians are reported)")
     p.add_argument("--rounds", type=int, default=1,
                    help="run every row this many times, interleaved; medians over rounds, ratios taken within a round")
+    p.add_argument("--prefill-repeats", type=int, default=5,
+                   help="extra prefill-only runs per row (fresh prompts); prefill is the median over them and the repeats")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=128)
