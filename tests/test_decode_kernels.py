@@ -608,11 +608,9 @@ def bf16_close(got: torch.Tensor, want: torch.Tensor, equal_share: float = 0.999
 
 
 @pytest.mark.parametrize("shape", [(1, 2 * 17), (7, 2 * 1536), (2, 5, 2 * 100)])
-def test_swiglu_bfloat16_rounds_as_torch(shape):
-    """bfloat16 swiglu in one C pass: silu(gate) rounded to bfloat16, then the product, as PyTorch's
-    two ops; saturating, tiny, zero and infinite gates included."""
-    if kernels.level() < 3:
-        pytest.skip("the bfloat16 pass needs AVX512-BF16")
+def test_swiglu_bfloat16_rounds_as_torch(level, shape):
+    """bfloat16 swiglu in one C pass (AVX512-BF16, or the portable loop): silu(gate) rounded to
+    bfloat16, then the product, as PyTorch's two ops; saturating, tiny and zero gates included."""
     torch.manual_seed(sum(shape))
     gu = (torch.randn(shape) * 6).to(torch.bfloat16)
     gu[..., 0], gu[..., 1], gu[..., 2], gu[..., 3] = 100.0, -100.0, 1e-30, 0.0
@@ -628,11 +626,9 @@ def test_swiglu_leaves_autograd_to_torch():
 
 
 @pytest.mark.parametrize("rows,n", [(1, 64), (37, 100), (512, 1536), (3, 17)])
-def test_rms_norm_kernel(rows, n):
-    """bfloat16 RMSNorm in one C pass rounds as F.rms_norm; a strided view (the q/k norms' input) too;
-    float32 and autograd keep PyTorch's op exactly."""
-    if kernels.level() < 3:
-        pytest.skip("the bfloat16 pass needs AVX512-BF16")
+def test_rms_norm_kernel(level, rows, n):
+    """bfloat16 RMSNorm in one C pass (AVX512-BF16, or the portable loop) rounds as F.rms_norm; a strided
+    view (the q/k norms' input) too; float32 and autograd keep PyTorch's op exactly."""
     torch.manual_seed(rows + n)
     x = (torch.randn(rows, 2 * n) * 3).to(torch.bfloat16)[:, n // 2:n // 2 + n]  # not contiguous
     w = torch.randn(n).to(torch.bfloat16)
