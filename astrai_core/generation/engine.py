@@ -4,7 +4,9 @@ batch and streaming layers over it. See the package docstring for the public con
 
 from __future__ import annotations
 
+import ctypes
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -241,6 +243,18 @@ class _Row:
         return delta
 
 
+def release_freed_memory() -> None:
+    """Hand the heap pages freed so far back to the OS (glibc's ``malloc_trim``; elsewhere nothing). glibc
+    keeps freed memory for reuse, so the weights an engine frees while converting them (float32 as loaded
+    -> bfloat16, packed, int8) stayed in the process: SmolLM2-135M's bfloat16 engine held 1027 MB of RSS
+    after construction, 549 MB after a trim (unpacked bfloat16 827 -> 511)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
+
+
 class Engine:
     """KV-cached text generation over a loaded model.
 
@@ -284,6 +298,7 @@ class Engine:
         self.model = model
         # every layer of a one-token, batch-1 step in one compiled call (None: PyTorch's ops)
         self._step = DecodeStep.build(model, self.dtype, self.max_seq_len)
+        release_freed_memory()  # the weights as loaded were freed as they were converted
         self.device = next(model.parameters()).device
         self.stop_ids = frozenset(self.tokenizer.stop_ids)
         self._cancel = threading.Event()
