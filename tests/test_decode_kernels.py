@@ -122,6 +122,34 @@ def test_packing_declines_what_it_cannot_pack(level):
         _decode.packed_size(normal.data_ptr(), 64, 96, 1)
 
 
+@pytest.mark.parametrize("rows", [1, 5])
+def test_software_prefetch_switch_changes_no_result(rows):
+    """int8 and packed bfloat16 products are prefetched in software or not depending on the CPU (not on
+    AMD, where it slows them): both instances give the same bits, whichever is this machine's default."""
+    default = _decode.prefetch_compact()
+    assert default == _decode.prefetch_compact(None)
+    g = torch.Generator().manual_seed(rows)
+    q, scales = quantize_int8(torch.randn(700, 2048, generator=g) * 0.05)
+    w = awkward_bf16(640, 2048, rows)
+    w.view(-1)[w.view(-1).isnan() | w.view(-1).isinf()] = 5.0
+    packed = kernels.pack_bf16(w)
+    x = torch.randn(rows, 2048, generator=g)
+    got = {}
+    try:
+        for on in (False, True):
+            assert _decode.prefetch_compact(on) is on
+            got[on] = [matvec(W_INT8, q, scales, x), matvec(W_INT8, q, scales, x.to(torch.bfloat16))]
+            if packed is not None:
+                got[on] += [matvec(W_PBF16, packed, None, x.to(torch.bfloat16), (640, 2048)),
+                            kernels.unpack_bf16(packed, torch.empty(640, 2048, dtype=torch.bfloat16), (640, 2048))]
+    finally:
+        _decode.prefetch_compact(None)
+    assert _decode.prefetch_compact() == default
+    assert all(torch.isfinite(a.float()).all() and torch.equal(a, b) for a, b in zip(got[False], got[True]))
+    with pytest.raises(TypeError):
+        _decode.prefetch_compact(True, False)
+
+
 @pytest.mark.parametrize("rows", [1, 4])
 def test_matvec_float32_weights(level, rows):
     torch.manual_seed(rows)

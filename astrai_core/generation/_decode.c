@@ -77,6 +77,7 @@ static void *align64(void *raw) { return (void *)(((uintptr_t)raw + 63) & ~(uint
 
 static int g_level = -1; /* 0 none, 1 AVX2+FMA, 2 AVX-512, 3 AVX-512 with BF16 and VNNI dot products */
 static int g_vbmi;       /* level 3 and AVX512-VBMI: packed bfloat16 weights decode in registers */
+static int g_pf_compact; /* prefetch int8 and packed bfloat16 weights in software (see PREFETCH) */
 
 static int detect_level(void) {
 #if HAVE_X86
@@ -177,9 +178,21 @@ static void unpack_row(const Packed *pk, long n, long K, uint16_t *out) {
    stop at 4 KB page boundaries; on the Intel Xeon (Sapphire Rapids class, AMX) VM of the development
    machine they left the dot products below short of the memory's read rate. Weights from DRAM, 24
    matrices 8192 x 2048, 2 threads, in one process: bfloat16 21.4 -> 28.3 GB/s, packed 20.3 -> 27.4,
-   int8 17.7 -> 26.0, float32 27.6 -> 30.4 (flat from 4 KB to 8 KB ahead, lower below 3 KB). */
+   int8 17.7 -> 26.0, float32 27.6 -> 30.4 (flat from 4 KB to 8 KB ahead, lower below 3 KB).
+   On the AMD EPYC (Zen 4) VM it helps the plain formats and hurts the compact ones (whole decode, one
+   process, the same engine with and without, 6-8 alternating rounds): float32 1B 1.17x, SmolLM2 1.15x;
+   bfloat16 unpacked 1B 1.09x; but int8 1B 0.86x, SmolLM2 0.98x, packed bfloat16 1B 0.955x, SmolLM2
+   0.99x. So float32 and bfloat16 always prefetch, int8 and packed only where g_pf_compact (not AMD;
+   `prefetch_compact()` switches it for measurements and tests). Prefetching never changes a result. */
+#ifndef PF_AHEAD
 #define PF_AHEAD 4096
+#endif
+#if PF_AHEAD > 0
 #define PREFETCH(p) _mm_prefetch((const char *)(p) + PF_AHEAD, _MM_HINT_T2)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+#define PREFETCH_IF(pf, p) do { if (pf) PREFETCH(p); } while (0)
 
 T512 static inline __m512 bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
@@ -265,12 +278,13 @@ T512BF static inline __m512i sum_to_i64(__m512i v) {  /* 16 int32 lanes -> 8 int
 
 /* R rows of x (planes at hl + 2 K r) against one weight row: the weight vector and its sum S are
    loaded and taken once for all rows; each row's result is the same whatever R is */
-T512BF static ALWAYS_INLINE void dot_i8_vnni_t(const int8_t *w, const uint8_t *hl, long K, int R, float *out) {
+T512BF static ALWAYS_INLINE void dot_i8_vnni_t(const int8_t *w, const uint8_t *hl, long K, int R, float *out,
+                                              const int pf) {
     __m512i h[4], l[4], s = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
     UNROLL4 for (int r = 0; r < R; r++) h[r] = l[r] = s;
     for (long k = 0; k < K; k += 64) {
         __mmask64 m = k + 64 <= K ? ~0ULL : 0xFFFFFFFFULL;  /* K is a multiple of 32: a last half block */
-        PREFETCH(w + k);
+        PREFETCH_IF(pf, w + k);
         __m512i wv = _mm512_maskz_loadu_epi8(m, w + k);
         UNROLL4 for (int r = 0; r < R; r++) {
             const uint8_t *hi = hl + 2 * K * r, *lo = hi + K;
@@ -308,7 +322,8 @@ T512VB static void pbf16_patch(const Packed *pk, long n, long k, int32_t *e, __m
 }
 
 /* dot_bf16_dp_t on row n of a packed matrix: the same products in the same order, so the same results */
-T512VB static ALWAYS_INLINE void dot_pbf16_t(const Packed *pk, long n, const uint16_t *x, long K, int R, float *out) {
+T512VB static ALWAYS_INLINE void dot_pbf16_t(const Packed *pk, long n, const uint16_t *x, long K, int R, float *out,
+                                            const int pf) {
     __m512 a[4], b[4];
     UNROLL4 for (int r = 0; r < R; r++) a[r] = b[r] = _mm512_setzero_ps();
     __m512i tbl = _mm512_loadu_si512((const void *)pk->tbl), w0, w1;
@@ -317,8 +332,8 @@ T512VB static ALWAYS_INLINE void dot_pbf16_t(const Packed *pk, long n, const uin
     for (long k = 0; k < K;) {
         long stop = e < pk->eptr[n + 1] ? pk->ecol[e] & ~63L : K;  /* blocks up to the next escape's */
         for (; k <= stop && k < K; k += 64) {
-            PREFETCH(lo + k);
-            if (!(k & 64)) PREFETCH(code + k / 2);  /* 32 code bytes a block: a line every other */
+            PREFETCH_IF(pf, lo + k);
+            if (!(k & 64)) PREFETCH_IF(pf, code + k / 2);  /* 32 code bytes a block: a line every other */
             pbf16_block(lo + k, code + k / 2, tbl, &w0, &w1);
             if (k == stop) pbf16_patch(pk, n, k, &e, &w0, &w1);
             UNROLL4 for (int r = 0; r < R; r++) {
@@ -334,9 +349,10 @@ T512VB static ALWAYS_INLINE void dot_pbf16_t(const Packed *pk, long n, const uin
 T512VB static void unpack_row_512(const Packed *pk, long n, long K, uint16_t *out) {
     __m512i tbl = _mm512_loadu_si512((const void *)pk->tbl), w0, w1;
     const uint8_t *lo = pk->lo + (size_t)n * (size_t)K, *code = pk->code + (size_t)n * (size_t)K / 2;
+    const int pf = g_pf_compact;
     for (long k = 0; k < K; k += 64) {
-        PREFETCH(lo + k);
-        if (!(k & 64)) PREFETCH(code + k / 2);
+        PREFETCH_IF(pf, lo + k);
+        if (!(k & 64)) PREFETCH_IF(pf, code + k / 2);
         pbf16_block(lo + k, code + k / 2, tbl, &w0, &w1);
         _mm512_storeu_si512((void *)(out + k), w0);
         _mm512_storeu_si512((void *)(out + k + 32), w1);
@@ -536,7 +552,7 @@ static inline void put_rows(const float *v, long R, long N, long n, long m, floa
    bfloat16, or int8 weights), x's rows four at a time; the kind is fixed per instance, so nothing is
    dispatched per weight row (that cost ~2% of an int8 SmolLM2 token) */
 T512BF static ALWAYS_INLINE void lin_rows_dp_t(const Lin *l, const Input *in, float *yf, uint16_t *yb, long n0,
-                                              long n1, int kind) {
+                                              long n1, int kind, const int pf) {
     long K = l->K, M = in->M;
     float v[4];
     for (long n = n0; n < n1; n++)
@@ -554,10 +570,10 @@ T512BF static ALWAYS_INLINE void lin_rows_dp_t(const Lin *l, const Input *in, fl
                 const int8_t *w = (const int8_t *)l->w + n * K;
                 const uint8_t *x = (const uint8_t *)(in->xq + m * K);
                 switch (R) {
-                case 1: dot_i8_vnni_t(w, x, K, 1, v); break;
-                case 2: dot_i8_vnni_t(w, x, K, 2, v); break;
-                case 3: dot_i8_vnni_t(w, x, K, 3, v); break;
-                default: dot_i8_vnni_t(w, x, K, 4, v); break;
+                case 1: dot_i8_vnni_t(w, x, K, 1, v, pf); break;
+                case 2: dot_i8_vnni_t(w, x, K, 2, v, pf); break;
+                case 3: dot_i8_vnni_t(w, x, K, 3, v, pf); break;
+                default: dot_i8_vnni_t(w, x, K, 4, v, pf); break;
                 }
                 for (long r = 0; r < R; r++) v[r] = v[r] * l->scale[n] * in->xs[m + r];
             }
@@ -566,15 +582,17 @@ T512BF static ALWAYS_INLINE void lin_rows_dp_t(const Lin *l, const Input *in, fl
 }
 
 T512BF static void lin_rows_bf16_dp(const Lin *l, const Input *in, float *yf, uint16_t *yb, long n0, long n1) {
-    lin_rows_dp_t(l, in, yf, yb, n0, n1, W_BF16);
+    lin_rows_dp_t(l, in, yf, yb, n0, n1, W_BF16, 0);
 }
 
 T512BF static void lin_rows_i8_vnni(const Lin *l, const Input *in, float *yf, uint16_t *yb, long n0, long n1) {
-    lin_rows_dp_t(l, in, yf, yb, n0, n1, W_INT8);
+    if (g_pf_compact) lin_rows_dp_t(l, in, yf, yb, n0, n1, W_INT8, 1);
+    else lin_rows_dp_t(l, in, yf, yb, n0, n1, W_INT8, 0);
 }
 
 /* lin_rows_bf16_dp for packed bfloat16 weights (its own instance: VBMI is not in T512BF's set) */
-T512VB static void lin_rows_pbf16(const Lin *l, const Input *in, float *yf, uint16_t *yb, long n0, long n1) {
+T512VB static ALWAYS_INLINE void lin_rows_pbf16_t(const Lin *l, const Input *in, float *yf, uint16_t *yb, long n0,
+                                                 long n1, const int pf) {
     long K = l->K, M = in->M;
     Packed pk = packed_parts(l->w, l->N, K);
     float v[4];
@@ -583,13 +601,18 @@ T512VB static void lin_rows_pbf16(const Lin *l, const Input *in, float *yf, uint
             long R = M - m < 4 ? M - m : 4;
             const uint16_t *x = (const uint16_t *)in->xq + m * K;
             switch (R) {
-            case 1: dot_pbf16_t(&pk, n, x, K, 1, v); break;
-            case 2: dot_pbf16_t(&pk, n, x, K, 2, v); break;
-            case 3: dot_pbf16_t(&pk, n, x, K, 3, v); break;
-            default: dot_pbf16_t(&pk, n, x, K, 4, v); break;
+            case 1: dot_pbf16_t(&pk, n, x, K, 1, v, pf); break;
+            case 2: dot_pbf16_t(&pk, n, x, K, 2, v, pf); break;
+            case 3: dot_pbf16_t(&pk, n, x, K, 3, v, pf); break;
+            default: dot_pbf16_t(&pk, n, x, K, 4, v, pf); break;
             }
             put_rows(v, R, l->N, n, m, yf, yb);
         }
+}
+
+T512VB static void lin_rows_pbf16(const Lin *l, const Input *in, float *yf, uint16_t *yb, long n0, long n1) {
+    if (g_pf_compact) lin_rows_pbf16_t(l, in, yf, yb, n0, n1, 1);
+    else lin_rows_pbf16_t(l, in, yf, yb, n0, n1, 0);
 }
 #endif
 
@@ -2178,6 +2201,34 @@ static PyObject *amx(PyObject *self, PyObject *args) {
 #endif
 }
 
+static int prefetch_compact_default(void) {
+#if HAVE_X86
+    __builtin_cpu_init();
+    return !__builtin_cpu_is("amd");
+#else
+    return 0;
+#endif
+}
+
+/* prefetch_compact([on]): whether int8 and packed bfloat16 weights are prefetched in software (the
+   CPU's default: not on AMD); with an argument, switch it (None: back to the default) */
+static PyObject *prefetch_compact(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "prefetch_compact takes at most one argument");
+        return NULL;
+    }
+    if (nargs == 1) {
+        if (args[0] == Py_None) g_pf_compact = prefetch_compact_default();
+        else {
+            int on = PyObject_IsTrue(args[0]);
+            if (on < 0) return NULL;
+            g_pf_compact = on;
+        }
+    }
+    return PyBool_FromLong(g_pf_compact);
+}
+
 static PyObject *level(PyObject *self, PyObject *args) {
     (void)self; (void)args;
     return PyLong_FromLong(g_level);
@@ -2205,6 +2256,8 @@ static PyMethodDef methods[] = {
     {"argmax", (PyCFunction)(void (*)(void))argmax, METH_FASTCALL, "index of the largest float32 (torch.argmax's answer)"},
     {"sample", (PyCFunction)(void (*)(void))sample, METH_FASTCALL, "penalty, temperature, top-k, top-p and a draw: one token id"},
     {"amx", amx, METH_NOARGS, "whether the CPU has AMX bfloat16 tiles"},
+    {"prefetch_compact", (PyCFunction)(void (*)(void))prefetch_compact, METH_FASTCALL,
+     "whether int8 and packed bfloat16 weights are prefetched in software; an argument switches it (None: default)"},
     {"packed_size", (PyCFunction)(void (*)(void))packed_size_py, METH_FASTCALL, "bytes and escapes of a packed bfloat16 matrix"},
     {"pack", (PyCFunction)(void (*)(void))pack, METH_FASTCALL, "bfloat16 (N, K) -> 12-bit packed bytes (lossless)"},
     {"unpack", (PyCFunction)(void (*)(void))unpack, METH_FASTCALL, "packed bytes -> bfloat16 (N, K)"},
@@ -2221,5 +2274,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_decode",
 PyMODINIT_FUNC PyInit__decode(void) {
     g_level = detect_level();
     g_vbmi = packed_ok();
+    g_pf_compact = prefetch_compact_default();
     return PyModule_Create(&module);
 }
