@@ -52,8 +52,12 @@ QUANT_MODES = ("int8", "int4")
 WEIGHT_FORMATS = ("float32", "bfloat16") + QUANT_MODES
 # Above this many rows the dequantize-then-GEMM path wins (crossover measured at ~16 rows).
 KERNEL_MAX_ROWS = 16
-#: rows of a packed or int8 weight converted at a time for a prefill GEMM (:func:`tiled_linear`)
-TILE_ROWS = 2048
+#: rows of a packed or int8 weight converted at a time for a prefill GEMM (:func:`tiled_linear`): blocks
+#: pay where the GEMM runs on AMX tiles (1B bfloat16 prefill 835 -> 738 ms, Intel Xeon VM); with
+#: AVX-512 GEMMs the conversion is a smaller share and the narrower GEMMs cost more than the cache
+#: saves (1B int8 prefill 1.054x transformers whole, 0.995x in blocks of 2048; packed bfloat16 the
+#: same either way; AMD EPYC Zen 4 VM, one process, 8 alternating rounds): one block there
+TILE_ROWS = 2048 if kernels.amx() else 1 << 30
 #: store float32 weights that are bfloat16 values in bfloat16 (:func:`f32_linear`); False keeps them in
 #: float32 (tests compare the two)
 F32_AS_BF16 = True
