@@ -668,6 +668,23 @@ def test_rms_norm_kernel(level, rows, n):
     assert wg.grad is not None and wg.grad.abs().sum() > 0
 
 
+def test_float32_prefill_linear_in_row_blocks(monkeypatch):
+    """float32 prefill GEMMs run F32_TILE_ROWS rows of the weight at a time, a short last block
+    included, with the bias: PyTorch's answer up to float32 rounding, and bfloat16-valued weights kept in
+    bfloat16 (BF16Linear, widened block by block) give exactly F32Linear's bits."""
+    monkeypatch.setattr(quantize, "F32_TILE_ROWS", 64)
+    torch.manual_seed(4)
+    lin = torch.nn.Linear(192, 300, bias=True)
+    lin.weight.data = lin.weight.data.to(torch.bfloat16).float()  # bfloat16 values, as f32_linear keeps them
+    x = torch.randn(2, 20, 192)
+    with torch.inference_mode():
+        got = quantize.F32Linear(lin)(x)
+        widened = BF16Linear(lin)(x)
+        want = torch.nn.functional.linear(x, lin.weight, lin.bias)
+    assert got.shape == (2, 20, 300) and torch.equal(got, widened)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["packed", "int8"])
 def test_prefill_linear_in_row_blocks(kind, monkeypatch):
     """Prefill GEMMs of packed bfloat16 and int8 weights convert the weight a block of rows at a time

@@ -58,6 +58,11 @@ KERNEL_MAX_ROWS = 16
 #: saves (1B int8 prefill 1.054x transformers whole, 0.995x in blocks of 2048; packed bfloat16 the
 #: same either way; AMD EPYC Zen 4 VM, one process, 8 alternating rounds): one block there
 TILE_ROWS = 2048 if kernels.amx() else 1 << 30
+#: rows of a float32 weight per prefill GEMM: PyTorch's float32 GEMM runs 10% faster on blocks of 512-2048
+#: rows of a wide matrix than on the whole (a 1B model's gate/up, 13824 x 1536 at 512 rows: 123 vs 111 ms
+#: in blocks of 1024; whole prefill 1.02x -> 1.06x transformers; AMD EPYC Zen 4 VM); bfloat16 GEMMs
+#: run the same either way
+F32_TILE_ROWS = 1024
 #: store float32 weights that are bfloat16 values in bfloat16 (:func:`f32_linear`); False keeps them in
 #: float32 (tests compare the two)
 F32_AS_BF16 = True
@@ -90,16 +95,18 @@ def dequantized(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return scratch(weight.shape, dtype).copy_(weight)
 
 
-def tiled_linear(x: torch.Tensor, out_features: int, rows) -> torch.Tensor:
+def tiled_linear(x: torch.Tensor, out_features: int, rows, tile: int | None = None) -> torch.Tensor:
     """x (..., K) @ W.T for a weight W (out_features, K) that ``rows(n0, n1)`` materialises TILE_ROWS rows
     at a time (a packed or int8 weight converted into the scratch buffer): each block is still in cache
     for its GEMM, which writes its columns of y in place. Converting the whole weight first sent it
     through memory: a 1B model's bfloat16 prefill of 512 tokens took 835 ms whole, 738 ms in blocks of
-    2048 rows (Intel Xeon development VM, AMX GEMMs, 2 threads)."""
+    2048 rows (Intel Xeon development VM, AMX GEMMs, 2 threads). ``tile``: rows per block (default
+    TILE_ROWS)."""
+    tile = tile or TILE_ROWS
     x2 = x.reshape(-1, x.shape[-1])
     y = torch.empty(x2.shape[0], out_features, dtype=x.dtype)
-    for n0 in range(0, out_features, TILE_ROWS):
-        n1 = min(n0 + TILE_ROWS, out_features)
+    for n0 in range(0, out_features, tile):
+        n1 = min(n0 + tile, out_features)
         torch.mm(x2, rows(n0, n1).t(), out=y[:, n0:n1])
     return y.view(*x.shape[:-1], out_features)
 
@@ -129,10 +136,13 @@ class F32Linear(nn.Module):
         self.bias = _bias(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32 and x.numel() // self.in_features <= KERNEL_MAX_ROWS and _matvec_ok(x, self.in_features):
+        if x.dtype != torch.float32:
+            return F.linear(x, self.weight.to(x.dtype), self.bias)
+        if x.numel() // self.in_features <= KERNEL_MAX_ROWS and _matvec_ok(x, self.in_features):
             y = kernels.matvec(kernels.W_F32, self.weight, None, x)
-            return y if self.bias is None else y + self.bias
-        return F.linear(x, self.weight.to(x.dtype), self.bias)
+        else:
+            y = tiled_linear(x, self.out_features, lambda n0, n1: self.weight[n0:n1], F32_TILE_ROWS)
+        return y if self.bias is None else y.add_(self.bias)
 
 
 class BF16Linear(nn.Module):
@@ -146,7 +156,10 @@ class BF16Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if rows > KERNEL_MAX_ROWS:
+        if rows > KERNEL_MAX_ROWS and x.dtype == torch.float32:  # as F32Linear: the same GEMMs, the same bits
+            y = tiled_linear(x, self.out_features, lambda n0, n1: dequantized(self.weight[n0:n1], x.dtype),
+                             F32_TILE_ROWS)
+        elif rows > KERNEL_MAX_ROWS:
             y = F.linear(x, self.weight if x.dtype == torch.bfloat16 else dequantized(self.weight, x.dtype))
         elif _matvec_ok(x, self.in_features):
             y = kernels.matvec(kernels.W_BF16, self.weight, None, x)
