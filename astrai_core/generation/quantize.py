@@ -22,16 +22,17 @@ Three paths per call, chosen by the number of rows (tokens) in the input:
   float32 weights). The dequantized copy goes into one scratch buffer per thread, reused by every
   layer: a fresh allocation each call paid its page faults every time (int8 -> bfloat16 of a 1B
   model's MLP weight: 15.5 ms into new memory, 1.6 ms into the reused buffer, against 53 ms for
-  the GEMM at 512 rows; AMD EPYC, 2 threads); int8 and packed weights are converted a block of
-  rows at a time (:func:`tiled_linear`).
+  the GEMM at 512 rows; AMD EPYC, 2 threads); where the CPU has AMX, int8 and packed weights are
+  converted a block of rows at a time (:func:`tiled_linear`), and float32 GEMMs always run in blocks
+  of rows (``F32_TILE_ROWS``).
 
 float32 weights whose values are all bfloat16 values (a bfloat16 checkpoint run in float32, the
 precision of CPUs without native bfloat16) are stored in bfloat16 (:func:`f32_linear`): the same results
 bit for bit from half the bytes (decode 1.8x for a 1B model on the Intel Xeon development VM).
 bfloat16 under bfloat16 activations, where the CPU has AVX512-BF16 and VBMI: packed losslessly to 12
 bits a weight (:class:`PackedBF16Linear`, the layout in ``_decode.c``): decode reads 3/4 of the bytes
-and computes exactly what the unpacked weights give; prefill unpacks into the scratch buffer, a block
-of rows at a time.
+and computes exactly what the unpacked weights give; prefill unpacks into the scratch buffer (a block
+of rows at a time where the CPU has AMX).
 int8: symmetric, one scale per output channel (``aten._weight_int8pack_mm`` layout).
 int4: asymmetric, one scale/zero per group of ``group_size`` inputs, ``aten._weight_int4pack_mm_for_cpu``
 (always the kernel: its packed layout is not dequantized here, so int4 prefill is slower).
@@ -60,7 +61,7 @@ KERNEL_MAX_ROWS = 16
 TILE_ROWS = 2048 if kernels.amx() else 1 << 30
 #: rows of a float32 weight per prefill GEMM: PyTorch's float32 GEMM runs 10% faster on blocks of 512-2048
 #: rows of a wide matrix than on the whole (a 1B model's gate/up, 13824 x 1536 at 512 rows: 123 vs 111 ms
-#: in blocks of 1024; whole prefill 1.02x -> 1.06x transformers; AMD EPYC Zen 4 VM); bfloat16 GEMMs
+#: in blocks of 1024; whole prefill 1.02x -> 1.06-1.11x transformers; AMD EPYC Zen 4 VM); bfloat16 GEMMs
 #: run the same either way
 F32_TILE_ROWS = 1024
 #: store float32 weights that are bfloat16 values in bfloat16 (:func:`f32_linear`); False keeps them in
