@@ -184,14 +184,8 @@ static void unpack_row(const Packed *pk, long n, long K, uint16_t *out) {
    bfloat16 unpacked 1B 1.09x; but int8 1B 0.86x, SmolLM2 0.98x, packed bfloat16 1B 0.955x, SmolLM2
    0.99x. So float32 and bfloat16 always prefetch, int8 and packed only where g_pf_compact (not AMD;
    `prefetch_compact()` switches it for measurements and tests). Prefetching never changes a result. */
-#ifndef PF_AHEAD
 #define PF_AHEAD 4096
-#endif
-#if PF_AHEAD > 0
 #define PREFETCH(p) _mm_prefetch((const char *)(p) + PF_AHEAD, _MM_HINT_T2)
-#else
-#define PREFETCH(p) ((void)(p))
-#endif
 #define PREFETCH_IF(pf, p) do { if (pf) PREFETCH(p); } while (0)
 
 T512 static inline __m512 bf16x16(const uint16_t *p) {

@@ -137,12 +137,13 @@ class F32Linear(nn.Module):
         self.bias = _bias(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32:
-            return F.linear(x, self.weight.to(x.dtype), self.bias)
-        if x.numel() // self.in_features <= KERNEL_MAX_ROWS and _matvec_ok(x, self.in_features):
-            y = kernels.matvec(kernels.W_F32, self.weight, None, x)
-        else:
+        rows = x.numel() // self.in_features
+        if x.dtype == torch.float32 and rows > KERNEL_MAX_ROWS:
             y = tiled_linear(x, self.out_features, lambda n0, n1: self.weight[n0:n1], F32_TILE_ROWS)
+        elif x.dtype == torch.float32 and _matvec_ok(x, self.in_features):
+            y = kernels.matvec(kernels.W_F32, self.weight, None, x)
+        else:  # one GEMM: decode-sized calls without the kernels (blocks would only add calls per token)
+            return F.linear(x, self.weight.to(x.dtype), self.bias)
         return y if self.bias is None else y.add_(self.bias)
 
 
